@@ -1,0 +1,3 @@
+"""synaug: fix class and group imbalance with synthetic images from diffusion models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""`synaug generator ...` commands."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="generator commands.")

@@ -1,0 +1,12 @@
+"""One exception type for every problem a user can fix.
+
+The CLI prints ``error: <message>`` on one line and exits with status 2; the message
+always names the fix. Library callers catch :class:`SynaugError`.
+"""
+
+
+class SynaugError(Exception):
+    """A user-fixable problem; ``str(error)`` is a single line that names the fix."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
