@@ -1,5 +1,80 @@
-"""`synaug generator ...` commands."""
+"""``synaug generator ...``: train and check the embedded generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="generator commands.")
+from synaug.config import from_dict, load_yaml
+from synaug.errors import SynaugError
+
+app = typer.Typer(no_args_is_help=True, help="Train and check embedded text-to-image generators.")
+
+RESERVED_SETS = ("fashion-mnist-reserved", "colored-fashion-mnist-reserved")
+
+
+def training_data(dataset: str, root: Optional[str], size: Optional[int], channels: Optional[int]):
+    """The generator's training set: a named reserved half, or any dataset the data layer loads."""
+    from synaug.data.benchmarks import fashion_mnist_reserved
+
+    if dataset == "fashion-mnist-reserved":
+        return fashion_mnist_reserved(root)
+    if dataset == "colored-fashion-mnist-reserved":
+        from synaug.data.spurious import uniform_contexts, with_contexts
+
+        gray = fashion_mnist_reserved(root)
+        return with_contexts(gray, uniform_contexts(len(gray)))
+    from synaug.data.registry import DATASET_KINDS, load_dataset
+
+    if dataset not in DATASET_KINDS:
+        raise SynaugError(f"unknown dataset '{dataset}'; use one of {', '.join(RESERVED_SETS + DATASET_KINDS)}.")
+    return load_dataset(dataset, root=root, size=size, channels=channels)
+
+
+@app.command("train")
+def train(
+    out: Path = typer.Option(..., "--out", help="Folder for checkpoints, logs and the exported model (out/model)."),
+    dataset: str = typer.Option("fashion-mnist-reserved", help=f"{' | '.join(RESERVED_SETS)} | any `synaug data` kind."),
+    root: Optional[str] = typer.Option(None, help="Data folder (Fashion-MNIST defaults to its installed location)."),
+    size: Optional[int] = typer.Option(None, help="Resize file-backed images to SIZE x SIZE."),
+    channels: Optional[int] = typer.Option(None, help="Convert file-backed images to 1 or 3 channels."),
+    template: list[str] = typer.Option([], "--template", help="Caption template (repeatable); fields {class}, {context}."),
+    blocks: Optional[str] = typer.Option(None, help="UNet block widths, e.g. 32,64,128."),
+    layers_per_block: Optional[int] = typer.Option(None, help="ResNet blocks per UNet level."),
+    steps: Optional[int] = typer.Option(None, help="Training steps."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per step."),
+    lr: Optional[float] = typer.Option(None, help="AdamW learning rate."),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop (and export) after this many minutes."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda."),
+    precision: Optional[str] = typer.Option(None, help="bf16 (autocast) | fp32."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the UNet."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    config: Optional[Path] = typer.Option(None, help="YAML file with GeneratorTrainConfig keys (options override it)."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Train a text-conditioned pixel-space diffusion model on a labelled dataset."""
+    from synaug.generators.training import GeneratorTrainConfig, train_generator
+
+    values = load_yaml(config) if config else {}
+    overrides = {
+        "caption_templates": list(template) or None,
+        "block_out_channels": [int(b) for b in blocks.split(",")] if blocks else None,
+        "layers_per_block": layers_per_block,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "max_minutes": max_minutes,
+        "device": device,
+        "precision": precision,
+        "compile": compile,
+        "seed": seed,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    data = training_data(dataset, root, size, channels)
+    if data.groups is not None and "caption_templates" not in values:
+        values["caption_templates"] = ["a photo of a {class} on a {context} background", "a {class} on a {context} background"]
+    cfg = from_dict(GeneratorTrainConfig, values, "generator")
+    model = train_generator(data, cfg, out, progress=not quiet)
+    typer.echo(f"model written to {model}")

@@ -162,7 +162,7 @@ def decode_image(path: Path, channels: int, size: tuple[int, int] | None) -> tor
             img = img.convert("L" if channels == 1 else "RGB")
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.BICUBIC)
-            array = np.asarray(img, dtype=np.uint8)
+            array = np.array(img, dtype=np.uint8)  # a writable copy; torch warns on read-only arrays
     except FileNotFoundError:
         raise SynaugError(f"image file {path} does not exist; fix the path or the split list.") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:

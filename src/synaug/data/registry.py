@@ -1,0 +1,168 @@
+"""Loading any supported dataset by kind, and index files that name a subset of one.
+
+An index file (JSON) records how to load the full dataset (``source``), how the subset
+was built (``settings``) and the chosen ``indices``, plus the class names and counts to
+check that the dataset read back is the one it was built from. The data commands, the
+training and the pipeline all read datasets through :func:`load_dataset`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synaug.data.cifar import load_cifar
+from synaug.data.dataset import LabeledImages
+from synaug.data.fashion_mnist import load_fashion_mnist
+from synaug.data.folders import load_image_folder, load_split_list
+from synaug.errors import SynaugError
+
+DATASET_KINDS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "split-list")
+INDEX_FORMAT = "synaug-index/1"
+_NATIVE_SHAPE = {"fashion-mnist": (1, 28), "cifar10": (3, 32), "cifar100": (3, 32)}
+
+
+def load_dataset(
+    kind: str,
+    root: str | Path | None = None,
+    split: str = "train",
+    list_file: str | Path | None = None,
+    size: int | tuple[int, int] | None = None,
+    channels: int | None = None,
+) -> LabeledImages:
+    """The dataset of ``kind`` (one of :data:`DATASET_KINDS`).
+
+    ``root``: the data folder (Fashion-MNIST falls back to $SYNAUG_FASHION_MNIST and its
+    default location; for ``imagefolder`` ``root/<split>`` is used when that folder exists).
+    ``list_file``: the split list for ``split-list`` (paths relative to ``root``).
+    ``size``/``channels``: what file-backed images are decoded to; in-memory kinds keep
+    their native shape and reject a different one.
+    """
+    if kind not in DATASET_KINDS:
+        raise SynaugError(f"unknown dataset '{kind}'; use one of {', '.join(DATASET_KINDS)}.")
+    if kind in _NATIVE_SHAPE:
+        _check_native_shape(kind, size, channels)
+        if kind == "fashion-mnist":
+            return load_fashion_mnist(split, root)
+        if root is None:
+            raise SynaugError(f"{kind} needs a root folder; pass the folder holding the extracted CIFAR python version.")
+        return load_cifar(root, split, variant=kind)
+    if root is None:
+        raise SynaugError(f"{kind} needs a root folder; pass the folder the images are in.")
+    channels = 3 if channels is None else channels
+    if kind == "imagefolder":
+        folder = Path(root) / split if (Path(root) / split).is_dir() else Path(root)
+        return load_image_folder(folder, size=size, channels=channels)
+    if list_file is None:
+        raise SynaugError("split-list needs a list file; pass the ImageNet-LT/Places-LT style `path label` file.")
+    return load_split_list(list_file, root, size=size, channels=channels)
+
+
+@dataclass
+class SubsetIndex:
+    """A subset of a dataset, as stored in an index file."""
+
+    indices: np.ndarray
+    source: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)
+    class_counts: list[int] = field(default_factory=list)
+    source_size: int = 0
+
+    def load(self, **overrides: Any) -> LabeledImages:
+        """Load the source dataset (``overrides`` that are not None replace its settings) and take the subset."""
+        source = {**self.source, **{k: v for k, v in overrides.items() if v is not None}}
+        return self.apply(load_dataset(**source))
+
+    def apply(self, dataset: LabeledImages) -> LabeledImages:
+        """The subset of ``dataset``, checked to be the dataset the index was built from."""
+        if len(dataset) != self.source_size or list(dataset.class_names) != list(self.class_names):
+            raise SynaugError(
+                f"the index was built from a dataset of {self.source_size} images and {len(self.class_names)} classes, "
+                f"but this one has {len(dataset)} images and {dataset.num_classes} classes; load the dataset the index names."
+            )
+        subset = dataset.subset(self.indices)
+        if subset.class_counts().tolist() != list(self.class_counts):
+            raise SynaugError("the indexed images have other labels than when the index was built; load the dataset the index names.")
+        return subset
+
+
+def save_index(
+    path: str | Path,
+    indices: np.ndarray,
+    dataset: LabeledImages,
+    source: dict[str, Any],
+    settings: dict[str, Any] | None = None,
+) -> Path:
+    """Write the subset ``indices`` of ``dataset`` (loaded from ``source``) to ``path`` atomically."""
+    indices = np.asarray(indices, dtype=np.int64)
+    bad = indices[(indices < 0) | (indices >= len(dataset))]
+    if len(bad):
+        raise SynaugError(f"index {bad[0]} is out of range for a dataset of {len(dataset)} images; index within 0-{len(dataset) - 1}.")
+    content = {
+        "format": INDEX_FORMAT,
+        "source": {k: str(v) if isinstance(v, Path) else v for k, v in source.items()},
+        "settings": settings or {},
+        "class_names": list(dataset.class_names),
+        "class_counts": np.bincount(dataset.labels[indices], minlength=dataset.num_classes).tolist(),
+        "source_size": len(dataset),
+        "indices": indices.tolist(),
+    }
+    path = Path(path)
+    lines = ",\n".join(f" {json.dumps(key)}: {json.dumps(value)}" for key, value in content.items())
+    write_atomic(path, "{\n" + lines + "\n}\n")
+    return path
+
+
+def load_index(path: str | Path) -> SubsetIndex:
+    """The :class:`SubsetIndex` stored in index file ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise SynaugError(f"index file {path} does not exist; build one with `synaug data longtail --out {path}`.")
+    try:
+        content = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SynaugError(f"index file {path} is not valid JSON ({exc}); rebuild it with `synaug data longtail`.") from None
+    if not isinstance(content, dict) or content.get("format") != INDEX_FORMAT:
+        raise SynaugError(f"{path} is not a synaug index file ({INDEX_FORMAT}); rebuild it with `synaug data longtail`.")
+    try:
+        return SubsetIndex(
+            indices=np.asarray(content["indices"], dtype=np.int64),
+            source=dict(content["source"]),
+            settings=dict(content.get("settings", {})),
+            class_names=[str(n) for n in content["class_names"]],
+            class_counts=[int(c) for c in content["class_counts"]],
+            source_size=int(content["source_size"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SynaugError(f"index file {path} is incomplete or damaged ({exc}); rebuild it with `synaug data longtail`.") from None
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder, so ``path`` is never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_bytes(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _check_native_shape(kind: str, size: int | tuple[int, int] | None, channels: int | None) -> None:
+    native_channels, native_size = _NATIVE_SHAPE[kind]
+    sizes = {None, native_size, (native_size, native_size)}
+    if channels not in (None, native_channels) or (tuple(size) if isinstance(size, list) else size) not in sizes:
+        raise SynaugError(
+            f"{kind} images are {native_channels} x {native_size} x {native_size}; drop the size/channels settings "
+            "(they apply to imagefolder and split-list)."
+        )
