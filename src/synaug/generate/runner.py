@@ -1,0 +1,267 @@
+"""Running a synthesis plan into a store: batches, one retry per bad image, resumable.
+
+:func:`generate_plan` skips every image the store has recorded already, so re-running a
+finished plan does nothing and re-running an interrupted one finishes it. Image files are
+written by a background thread while the generator works on the next batch; a batch's
+manifest rows are appended once all its files are in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+from synaug.data.dataset import LabeledImages
+from synaug.errors import SynaugError
+from synaug.generate.store import ImageRecord, SyntheticStore
+from synaug.plan.planner import PlanItem, SynthesisPlan
+
+if TYPE_CHECKING:
+    from synaug.generate.backends.base import Generator
+    from synaug.generate.hooks import StepHook
+
+COMPACT_EVERY_BATCHES = 500
+
+
+@dataclass
+class GenerationSummary:
+    """What one run did: counts of this shard's items and the time it took."""
+
+    planned: int
+    already_done: int
+    generated: int
+    retried: int
+    failed: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.generated / self.seconds if self.seconds > 0 else 0.0
+
+
+def generate_plan(
+    plan: SynthesisPlan,
+    generator: "Generator",
+    store: SyntheticStore,
+    *,
+    batch_size: int | None = None,
+    progress: bool = True,
+    hooks: Sequence["StepHook"] = (),
+    reference_images: LabeledImages | None = None,
+    shard_index: int = 0,
+    num_shards: int = 1,
+) -> GenerationSummary:
+    """Generate every image of ``plan`` (or of one shard of it) that ``store`` lacks.
+
+    ``batch_size`` items go to each ``generator.generate`` call (default: the generator's
+    own batch size); their manifest rows form one part file. Items are sharded by position
+    (item ``i`` belongs to shard ``i % num_shards``), so shards are disjoint and stable
+    across re-runs. Images come out at the plan's resolution and channels. With ``reference_images`` (real images), item ``i`` of a class is
+    conditioned on that class's ``i % n``-th reference image (of its group, for cell plans).
+    Hooks and the reference set are part of the store's generator settings.
+    """
+    # 1. Check inputs
+    batch_size = generator.batch_size if batch_size is None else batch_size
+    if batch_size < 1:
+        raise SynaugError(f"batch size {batch_size} must be at least 1.")
+    if num_shards < 1:
+        raise SynaugError(f"number of shards {num_shards} must be at least 1.")
+    if not 0 <= shard_index < num_shards:
+        raise SynaugError(f"shard index {shard_index} must lie in [0, {num_shards}); shards are numbered from 0.")
+    references = _ReferencePicker(plan, reference_images) if reference_images is not None else None
+
+    # 2. Open the store for this plan and generator
+    settings = dict(generator.settings())
+    if hooks:
+        settings["hooks"] = [_describe_hook(hook) for hook in hooks]
+    if references is not None:
+        settings["reference_images"] = references.fingerprint
+    store.open(plan, generator.generator_id, settings)
+
+    # 3. Find this shard's pending items and clear what killed runs left of them
+    started = time.perf_counter()
+    items = [item for position, item in enumerate(plan.rows()) if position % num_shards == shard_index]
+    done = store.finished_keys()
+    pending = [item for item in items if item.key not in done]
+    store.discard_unfinished(pending)
+
+    # 4. Generate batch by batch, writing files in the background
+    counts = {"generated": 0, "retried": 0, "failed": 0}
+    with _progress_bar(progress) as bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="synaug-png") as writer:
+        task = bar.add_task("generating", total=len(items), completed=len(items) - len(pending))
+        in_flight: _Batch | None = None
+        for number, start in enumerate(range(0, len(pending), batch_size)):
+            batch = pending[start : start + batch_size]
+            records, images, retried = _generate_batch(plan, generator, batch, hooks, references)
+            counts["retried"] += retried
+            writes = [None if image is None else writer.submit(store.write_image, record.item, image) for record, image in zip(records, images)]
+            finished = _Batch(records, writes)
+            if in_flight is not None:
+                _finish(store, in_flight, counts, bar, task)
+            in_flight = finished
+            if number and number % COMPACT_EVERY_BATCHES == 0:
+                store.compact()
+        if in_flight is not None:
+            _finish(store, in_flight, counts, bar, task)
+
+    # 5. Merge this run's manifest parts
+    store.compact()
+    return GenerationSummary(
+        planned=len(items),
+        already_done=len(items) - len(pending),
+        generated=counts["generated"],
+        retried=counts["retried"],
+        failed=counts["failed"],
+        seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass
+class _Batch:
+    """A batch's records and the pending file writes (None for failed images)."""
+
+    records: list[ImageRecord]
+    writes: list[Future | None]
+
+
+def _generate_batch(
+    plan: SynthesisPlan, generator: "Generator", batch: list[PlanItem], hooks: Sequence, references: "_ReferencePicker | None"
+) -> tuple[list[ImageRecord], list[torch.Tensor | None], int]:
+    """Records and images of ``batch``: a non-ok image is retried once with its attempt-1 seed."""
+    seeds = [plan.seed_for(item, 0) for item in batch]
+    output = _call(plan, generator, batch, seeds, hooks, references)
+    records = [ImageRecord(item, seed, 0, None, _scores(output, i)) for i, (item, seed) in enumerate(zip(batch, seeds))]
+    images: list[torch.Tensor | None] = [output.images[i] if output.ok[i] else None for i in range(len(batch))]
+    bad = [i for i in range(len(batch)) if not output.ok[i]]
+    if bad:
+        retry_items = [batch[i] for i in bad]
+        retry_seeds = [plan.seed_for(item, 1) for item in retry_items]
+        second = _call(plan, generator, retry_items, retry_seeds, hooks, references)
+        for j, i in enumerate(bad):
+            records[i] = ImageRecord(batch[i], retry_seeds[j], 1, None, _scores(second, j))
+            images[i] = second.images[j] if second.ok[j] else None
+    return records, images, len(bad)
+
+
+def _call(plan: SynthesisPlan, generator: "Generator", items: list[PlanItem], seeds: list[int], hooks: Sequence, references):
+    """One ``generator.generate`` call for ``items``, checked against the interface."""
+    output = generator.generate(
+        [item.prompt for item in items],
+        seeds,
+        negative_prompt=plan.negative_prompt,
+        reference_images=None if references is None else references.for_items(items),
+        class_ids=[item.class_id for item in items],
+        hooks=tuple(hooks),
+        output_size=plan.image_size,
+        output_channels=plan.channels,
+    )
+    if len(output.images) != len(items) or len(output.ok) != len(items):
+        raise RuntimeError(f"generator {generator.generator_id} returned {len(output.images)} images and {len(output.ok)} flags for {len(items)} prompts")
+    return output
+
+
+def _scores(output, position: int) -> dict[str, float]:
+    return {name: float(values[position]) for name, values in output.scores.items()}
+
+
+def _finish(store: SyntheticStore, batch: _Batch, counts: dict, bar: Progress, task) -> None:
+    """Wait for a batch's files, then append rows for every image written and every failure.
+
+    When a write failed, the rows of the images that did get written are still appended
+    before the error is raised, so no finished file is left without its row.
+    """
+    written, error = [], None
+    for record, write in zip(batch.records, batch.writes):
+        if write is None:
+            written.append(record)
+            continue
+        try:
+            record.file = write.result()
+            written.append(record)
+        except Exception as exc:  # raised after the rows of the files that were written
+            error = error or exc
+    store.append(written)
+    if error is not None:
+        raise error
+    failed = sum(record.file is None for record in written)
+    counts["failed"] += failed
+    counts["generated"] += len(written) - failed
+    bar.advance(task, len(written))
+
+
+class _ReferencePicker:
+    """Picks each item's real reference image: its class's (and group's) ``index % n``-th image."""
+
+    def __init__(self, plan: SynthesisPlan, data: LabeledImages):
+        plan.check_dataset(data.class_names, data.group_names)
+        self.data = data
+        use_groups = plan.group_names is not None and data.groups is not None
+        self.pools: dict[tuple[int, int], np.ndarray] = {}
+        for class_id, name in enumerate(plan.class_names):
+            label = data.class_names.index(name)
+            groups = range(len(plan.group_names)) if plan.group_names is not None else [None]
+            for group_id in groups:
+                mask = data.labels == label
+                if use_groups:
+                    mask &= data.groups == data.group_names.index(plan.group_names[group_id])
+                pool = np.flatnonzero(mask)
+                key = (class_id, -1 if group_id is None else group_id)
+                wanted = plan.synthetic_counts[class_id] if group_id is None else plan.synthetic_counts[class_id, group_id]
+                if len(pool) == 0 and wanted > 0:
+                    where = f"class '{name}'" + ("" if group_id is None else f", group '{plan.group_names[group_id]}'")
+                    raise SynaugError(f"no reference image for {where}; give real images of every planned class (and group) or generate from text only.")
+                self.pools[key] = pool
+        digest = hashlib.sha256()
+        digest.update(np.asarray(data.labels).tobytes())
+        if data.in_memory:
+            digest.update(data.images.numpy().tobytes())
+        else:
+            digest.update("\n".join(str(f) for f in data.files).encode())
+        self.fingerprint = {"count": len(data), "sha256": digest.hexdigest()[:16]}
+
+    def for_items(self, items: list[PlanItem]) -> torch.Tensor:
+        """The items' reference images, uint8 N x C x H x W."""
+        chosen = []
+        for item in items:
+            pool = self.pools[(item.class_id, item.key[1])]
+            chosen.append(self.data.load(int(pool[item.index % len(pool)])))
+        if len({tuple(image.shape) for image in chosen}) > 1:
+            raise SynaugError("reference images differ in size; load the real images with a fixed size (e.g. --size) to use them as references.")
+        return torch.stack(chosen)
+
+
+def _describe_hook(hook) -> dict | str:
+    """A hook's settings (its ``settings()`` when it has one, else its class name), recorded in the store."""
+    settings = getattr(hook, "settings", None)
+    return settings() if callable(settings) else f"{type(hook).__module__}.{type(hook).__qualname__}"
+
+
+class _RateColumn(ProgressColumn):
+    """Images per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-- img/s" if speed is None else f"{speed:.2f} img/s", style="progress.data.speed")
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )

@@ -1,0 +1,80 @@
+"""Prompts for synthetic images, built from templates such as "a photo of a {class}".
+
+A template may use the fields ``{class}`` (the class name as written in prompts) and,
+for group data, ``{context}`` or its synonym ``{group}`` (the group's name). When a plan
+has several templates they rotate by image index: image ``i`` of a class uses template
+``i % len(templates)``.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Mapping, Sequence
+
+from synaug.errors import SynaugError
+
+DEFAULT_TEMPLATES = ("a photo of a {class}",)
+DEFAULT_GROUP_TEMPLATES = ("a photo of a {class}, {context}",)
+CLASS_FIELDS = ("class",)
+GROUP_FIELDS = ("context", "group")
+
+
+def template_fields(template: str) -> list[str]:
+    """The field names a template uses, in order ("{class} on {context}" -> ["class", "context"])."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise SynaugError(f"prompt template '{template}' is malformed ({exc}); write fields as {{class}} and literal braces as {{{{ }}}}.") from None
+    return [name for _, name, _, _ in parsed if name is not None]
+
+
+def check_templates(templates: Sequence[str], with_groups: bool) -> list[str]:
+    """``templates`` as a list, after checking every field is known for this kind of plan."""
+    templates = [str(t) for t in templates]
+    if not templates:
+        raise SynaugError("no prompt templates given; pass at least one, e.g. 'a photo of a {class}'.")
+    valid = CLASS_FIELDS + GROUP_FIELDS if with_groups else CLASS_FIELDS
+    for template in templates:
+        for name in template_fields(template):
+            if name in valid:
+                continue
+            hint = " (this plan has no groups, so {context}/{group} cannot be used)" if name in GROUP_FIELDS else ""
+            shown = "{" + name + "}" if name else "{}"
+            raise SynaugError(
+                f"prompt template '{template}' uses unknown field {shown}{hint}; valid fields: {', '.join('{' + v + '}' for v in valid)}."
+            )
+    return templates
+
+
+def render_prompt(template: str, class_name: str, group_name: str | None = None) -> str:
+    """``template`` filled with the class (and group) name."""
+    values = {"class": class_name}
+    if group_name is not None:
+        values.update(context=group_name, group=group_name)
+    return template.format(**values)
+
+
+def prompt_names(class_names: Sequence[str], overrides: Mapping[str, str] | None) -> list[str]:
+    """Class names as written in prompts: the class name unless ``overrides`` renames it.
+
+    ``overrides`` maps a dataset class name to its prompt name ("T-shirt/top" -> "t-shirt");
+    naming a class the dataset does not have is an error.
+    """
+    overrides = dict(overrides or {})
+    unknown = [name for name in overrides if name not in class_names]
+    if unknown:
+        raise SynaugError(
+            f"prompt name given for class '{unknown[0]}', which the dataset does not have; valid classes: {', '.join(class_names)}."
+        )
+    return [str(overrides.get(name, name)) for name in class_names]
+
+
+def parse_name_overrides(pairs: Sequence[str]) -> dict[str, str]:
+    """``["T-shirt/top=t-shirt", ...]`` as a mapping; each entry must be ``CLASS=PROMPT NAME``."""
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, prompt_name = pair.partition("=")
+        if not sep or not name.strip() or not prompt_name.strip():
+            raise SynaugError(f"class prompt name '{pair}' is not CLASS=NAME; write e.g. 'T-shirt/top=t-shirt'.")
+        overrides[name.strip()] = prompt_name.strip()
+    return overrides

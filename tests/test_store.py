@@ -1,0 +1,316 @@
+"""The synthetic store and the plan runner, with a deterministic test generator."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from fake_generator import FakeGenerator
+from synaug.data.dataset import LabeledImages
+from synaug.data.folders import load_image_folder
+from synaug.errors import SynaugError
+from synaug.generate.runner import generate_plan
+from synaug.generate.store import ImageRecord, SyntheticStore
+from synaug.plan import make_plan
+
+NAMES = ["T-shirt/top", "T-shirt_top", "bag", "Bag"]
+
+
+def small_plan(**options):
+    options.setdefault("image_size", (6, 5))
+    options.setdefault("channels", 1)
+    return make_plan([9, 4, 2, 7], NAMES, **options)
+
+
+def pngs(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.glob("*/*") if p.suffix == ".png"}
+
+
+def temps(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+def file_bytes(root: Path) -> dict[str, bytes]:
+    return {name: (root / name).read_bytes() for name in sorted(pngs(root))}
+
+
+def check_consistent(root: Path) -> pd.DataFrame:
+    """Rows == files on disk, no duplicates, no temp files; returns the manifest."""
+    manifest = SyntheticStore(root).manifest()
+    ok = manifest[manifest["status"] == "ok"]
+    assert sorted(ok["file"]) == sorted(pngs(root))
+    assert not manifest.duplicated(["class_id", "group_key", "index"]).any()
+    assert temps(root) == []
+    return manifest
+
+
+def one_line(error: pytest.ExceptionInfo) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+# ---- runner and store on the happy path ------------------------------------------------
+def test_generate_writes_every_image_and_a_row_each(tmp_path):
+    plan = small_plan()
+    summary = generate_plan(plan, FakeGenerator(), SyntheticStore(tmp_path / "s"), batch_size=4, progress=False)
+    assert (summary.planned, summary.generated, summary.failed, summary.already_done) == (plan.total, plan.total, 0, 0)
+    manifest = check_consistent(tmp_path / "s")
+    assert len(manifest) == plan.total == 5 + 7 + 2
+    # distinct folders for names that sanitise alike (also ignoring case)
+    assert {f.split("/")[0] for f in manifest["file"]} == {"T-shirt_top-1", "bag", "Bag-3"}
+    row = manifest.iloc[0]
+    assert (row["class_name"], row["index"], row["attempt"], row["status"], row["generator_id"]) == ("T-shirt_top", 0, 0, "ok", "fake")
+    assert row["seed"] == plan.seed_for(next(plan.rows()))
+    assert row["plan_digest"] == plan.digest() and '"steps":1' in row["settings"]
+    assert pd.isna(row["group_id"]) and row["criterion"] == pytest.approx(row["seed"] % 1000 / 1000)
+    with Image.open(tmp_path / "s" / row["file"]) as image:
+        assert image.mode == "L" and image.size == (5, 6)
+
+
+def test_images_depend_only_on_prompt_and_seed_not_on_batching(tmp_path):
+    plan = small_plan()
+    generate_plan(plan, FakeGenerator(), SyntheticStore(tmp_path / "a"), batch_size=1, progress=False)
+    generate_plan(plan, FakeGenerator(), SyntheticStore(tmp_path / "b"), batch_size=5, progress=True)
+    assert file_bytes(tmp_path / "a") == file_bytes(tmp_path / "b")
+
+
+def test_rerunning_a_finished_plan_generates_nothing(tmp_path):
+    plan = small_plan()
+    store = SyntheticStore(tmp_path / "s")
+    generate_plan(plan, FakeGenerator(), store, progress=False)
+    generator = FakeGenerator()
+    summary = generate_plan(plan, generator, SyntheticStore(tmp_path / "s"), progress=False)
+    assert generator.calls == [] and summary.generated == 0 and summary.already_done == plan.total
+
+
+def test_store_loads_as_synthetic_dataset_and_plain_image_folder(tmp_path):
+    plan = make_plan([9, 4, 2], ["cat", "dog", "owl"], image_size=(6, 5), channels=3)
+    store = SyntheticStore(tmp_path / "s")
+    generate_plan(plan, FakeGenerator(), store, progress=False)
+    data = store.load()
+    assert not data.in_memory and data.is_synthetic.all() and data.groups is None
+    assert data.class_counts().tolist() == [0, 5, 7]
+    memory = store.load(in_memory=True)
+    assert memory.images.shape == (12, 3, 6, 5)
+    # labels follow a dataset's class order, so the synthetic set concatenates with the real one
+    real = LabeledImages(labels=np.array([0, 1, 2]), class_names=["owl", "cat", "dog", "bee"], images=torch.zeros(3, 3, 6, 5, dtype=torch.uint8))
+    mapped = store.load(class_names=real.class_names, in_memory=True)
+    assert mapped.class_counts().tolist() == [7, 0, 5, 0]
+    combined = real.concat(mapped)
+    assert combined.is_synthetic.tolist() == [False] * 3 + [True] * 12
+    with pytest.raises(SynaugError) as error:
+        store.load(class_names=["cat", "dog"])
+    assert "'owl'" in one_line(error)
+    # the only folders are class folders; the manifest files sit beside them
+    assert sorted(p.name for p in (tmp_path / "s").iterdir() if p.is_dir()) == ["dog", "owl"]
+    folder = load_image_folder(tmp_path / "s", size=(6, 5))
+    assert folder.class_names == ["dog", "owl"] and folder.class_counts().tolist() == [5, 7]
+
+
+def test_group_plans_store_group_labels(tmp_path):
+    plan = make_plan([[3, 1], [0, 2]], ["cat", "dog"], group_names=["land", "water/sea"], image_size=(4, 4), channels=1)
+    store = SyntheticStore(tmp_path / "s")
+    generate_plan(plan, FakeGenerator(), store, progress=False)
+    manifest = check_consistent(tmp_path / "s")
+    assert set(manifest["file"]) == {"cat/water_sea_000000.png", "cat/water_sea_000001.png", "dog/land_000000.png",
+                                     "dog/land_000001.png", "dog/land_000002.png", "dog/water_sea_000000.png"}
+    assert set(zip(manifest["group_id"], manifest["group_name"])) == {(1, "water/sea"), (0, "land")}
+    data = store.load(group_names=["water/sea", "land"])
+    assert data.cell_counts().tolist() == [[2, 0], [1, 3]]
+
+
+def test_shards_are_disjoint_and_together_make_the_whole_plan(tmp_path):
+    plan = small_plan()
+    generate_plan(plan, FakeGenerator(), SyntheticStore(tmp_path / "whole"), progress=False)
+    sizes = []
+    for shard in range(3):
+        sizes.append(generate_plan(plan, FakeGenerator(), SyntheticStore(tmp_path / "sharded"), shard_index=shard, num_shards=3, progress=False).generated)
+    assert sum(sizes) == plan.total and min(sizes) >= plan.total // 3
+    check_consistent(tmp_path / "sharded")
+    assert file_bytes(tmp_path / "sharded") == file_bytes(tmp_path / "whole")
+    with pytest.raises(SynaugError):
+        generate_plan(plan, FakeGenerator(), SyntheticStore(tmp_path / "x"), shard_index=3, num_shards=3)
+
+
+# ---- retries and failures -----------------------------------------------------------
+def test_bad_image_is_retried_once_with_a_new_seed_then_recorded_as_failed(tmp_path):
+    plan = small_plan()
+    items = list(plan.rows())
+    flaky, broken = items[1], items[4]
+    bad = {plan.seed_for(flaky, 0), plan.seed_for(broken, 0), plan.seed_for(broken, 1)}
+    store = SyntheticStore(tmp_path / "s")
+    summary = generate_plan(plan, FakeGenerator(bad_seeds=bad), store, batch_size=3, progress=False)
+    assert (summary.retried, summary.failed, summary.generated) == (2, 1, plan.total - 1)
+    manifest = check_consistent(tmp_path / "s").set_index(["class_id", "index"])
+    flaky_row = manifest.loc[(flaky.class_id, flaky.index)]
+    assert (flaky_row["attempt"], flaky_row["status"], flaky_row["seed"]) == (1, "ok", plan.seed_for(flaky, 1))
+    broken_row = manifest.loc[(broken.class_id, broken.index)]
+    assert (broken_row["attempt"], broken_row["status"]) == (1, "failed") and pd.isna(broken_row["file"])
+    assert len(store.load()) == plan.total - 1
+    # failures are recorded, so a re-run does not try them again
+    generator = FakeGenerator(bad_seeds=bad)
+    assert generate_plan(plan, generator, SyntheticStore(tmp_path / "s"), progress=False).generated == 0
+    assert generator.calls == []
+
+
+# ---- bad input and failures while writing --------------------------------------------------
+def test_store_made_by_another_plan_or_generator_is_refused(tmp_path):
+    plan = small_plan()
+    generate_plan(plan, FakeGenerator(), SyntheticStore(tmp_path / "s"), progress=False)
+    cases = [
+        (small_plan(seed=1), FakeGenerator(), "different plan"),
+        (plan, FakeGenerator(steps=2), "other generator settings (steps: 1 -> 2)"),
+    ]
+    other = FakeGenerator()
+    other.generator_id = "sd:other"
+    cases.append((plan, other, "generator 'fake', not 'sd:other'"))
+    for new_plan, generator, needle in cases:
+        with pytest.raises(SynaugError) as error:
+            generate_plan(new_plan, generator, SyntheticStore(tmp_path / "s"), progress=False)
+        message = one_line(error)
+        assert needle in message and "new --out folder" in message and "--overwrite" in message
+    store = SyntheticStore(tmp_path / "s")
+    store.clear()
+    generate_plan(small_plan(seed=1), FakeGenerator(), store, progress=False)
+    assert len(check_consistent(tmp_path / "s")) == plan.total
+
+
+def test_non_store_folders_are_not_filled_or_cleared(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(SynaugError) as error:
+        generate_plan(small_plan(), FakeGenerator(), SyntheticStore(tmp_path / "mine"), progress=False)
+    assert "not empty" in one_line(error)
+    with pytest.raises(SynaugError):
+        SyntheticStore(tmp_path / "mine").clear()
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_unwritable_output_folder_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(SynaugError) as error:
+        generate_plan(small_plan(), FakeGenerator(), SyntheticStore(blocker / "store"), progress=False)
+    assert "cannot write to output folder" in one_line(error) and "--out" in str(error.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to read-only folders")
+def test_read_only_output_folder_is_a_one_line_error(tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(SynaugError) as error:
+            generate_plan(small_plan(), FakeGenerator(), SyntheticStore(folder / "store"), progress=False)
+        assert "Permission denied" in one_line(error)
+    finally:
+        folder.chmod(0o700)
+
+
+def _failing_save(after_calls: int):
+    """A PNG save that writes half the image and then fails as a full disk does, from call ``after_calls`` on."""
+    real_save = Image.Image.save
+    calls = {"n": 0}
+
+    def save(self, fp, format=None, **params):
+        calls["n"] += 1
+        if calls["n"] <= after_calls:
+            return real_save(self, fp, format, **params)
+        fp.write(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return save
+
+
+def test_write_failure_mid_image_leaves_no_partial_file(tmp_path, monkeypatch):
+    plan = small_plan()
+    store = SyntheticStore(tmp_path / "s").open(plan, "fake", {})
+    monkeypatch.setattr(Image.Image, "save", _failing_save(0))
+    item = next(plan.rows())
+    with pytest.raises(SynaugError) as error:
+        store.write_image(item, torch.zeros(1, 6, 5, dtype=torch.uint8))
+    message = one_line(error)
+    assert "No space left on device" in message and "re-run" in message
+    assert pngs(tmp_path / "s") == set() and temps(tmp_path / "s") == []
+
+
+def test_write_failure_during_a_run_keeps_rows_and_files_consistent_and_resumes(tmp_path, monkeypatch):
+    plan = small_plan()
+    generate_plan(plan, FakeGenerator(), SyntheticStore(tmp_path / "clean"), progress=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(Image.Image, "save", _failing_save(6))
+        with pytest.raises(SynaugError):
+            generate_plan(plan, FakeGenerator(), SyntheticStore(tmp_path / "s"), batch_size=4, progress=False)
+    manifest = check_consistent(tmp_path / "s")
+    assert len(manifest) == 6  # the batch that failed still recorded the images it wrote
+    summary = generate_plan(plan, FakeGenerator(), SyntheticStore(tmp_path / "s"), batch_size=4, progress=False)
+    assert summary.generated == plan.total - 6
+    check_consistent(tmp_path / "s")
+    assert file_bytes(tmp_path / "s") == file_bytes(tmp_path / "clean")
+
+
+# ---- resume and many writers ----------------------------------------------------------
+def test_resume_removes_leftovers_of_killed_runs_only_for_pending_items(tmp_path):
+    plan = small_plan()
+    root = tmp_path / "s"
+    generate_plan(plan, FakeGenerator(), SyntheticStore(root), shard_index=0, num_shards=2, progress=False)
+    items = list(plan.rows())
+    store = SyntheticStore(root)
+    # leftovers of a killed writer of shard 1: a finished image without a row, a temp file
+    orphan = root / store.file_for(items[1])
+    orphan.write_bytes(b"stale")
+    temp = orphan.with_name(f".{items[3].index:06d}.png.deadbeef.tmp")
+    temp.write_bytes(b"half")
+    before = file_bytes(root)
+    generate_plan(plan, FakeGenerator(), SyntheticStore(root), shard_index=1, num_shards=2, progress=False)
+    check_consistent(root)
+    assert orphan.read_bytes() != b"stale" and not temp.exists()
+    assert all(file_bytes(root)[k] == v for k, v in before.items() if k != orphan.relative_to(root).as_posix())
+
+
+def test_concurrent_writers_parts_union_deduplicate_and_compact(tmp_path):
+    plan = small_plan()
+    items = list(plan.rows())
+    first, second = SyntheticStore(tmp_path / "s").open(plan, "fake", {}), SyntheticStore(tmp_path / "s").open(plan, "fake", {})
+    image = torch.zeros(1, 6, 5, dtype=torch.uint8)
+    first.append([ImageRecord(items[0], 11, 0, first.write_image(items[0], image), {"criterion": 0.5, "margin": 2.0})])
+    second.append([ImageRecord(items[0], 11, 0, second.write_image(items[0], image)), ImageRecord(items[1], 12, 1, None)])
+    second.append([ImageRecord(items[1], 13, 1, second.write_image(items[1], image))])
+    parts = sorted(p.name for p in (tmp_path / "s").glob("manifest.part-*.parquet"))
+    assert len(parts) == 3 and len({p.split("-")[1] for p in parts}) == 2  # one id per writer
+    manifest = first.manifest()
+    assert len(manifest) == 2
+    assert manifest["status"].tolist() == ["ok", "ok"]  # the ok row of item 1 wins over its failure
+    assert "score_margin" in manifest.columns
+    first.compact()
+    assert list((tmp_path / "s").glob("manifest.part-*")) == []
+    compacted = second.manifest()
+    pd.testing.assert_frame_equal(compacted, manifest)
+
+
+def test_reference_images_are_picked_per_class_and_recorded(tmp_path):
+    plan = make_plan([3, 0], ["cat", "dog"], image_size=(4, 4), channels=1)
+    real = LabeledImages(labels=np.array([1, 0, 1]), class_names=["cat", "dog"],
+                         images=torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 4, 4).contiguous())
+
+    class Recording(FakeGenerator):
+        def generate(self, prompts, seeds, **kwargs):
+            self.references = kwargs["reference_images"]
+            return super().generate(prompts, seeds, **kwargs)
+
+    generator = Recording()
+    store = SyntheticStore(tmp_path / "s")
+    generate_plan(plan, generator, store, reference_images=real, progress=False)
+    assert [int(r.flatten()[0]) for r in generator.references] == [0, 2, 0]  # dog images 0, 2, 0 by index
+    assert store.info["settings"]["reference_images"]["count"] == 3
+    with pytest.raises(SynaugError) as error:
+        generate_plan(plan, generator, SyntheticStore(tmp_path / "t"), reference_images=real.subset([1]), progress=False)
+    assert "no reference image for class 'dog'" in one_line(error)
