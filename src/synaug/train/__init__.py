@@ -1,1 +1,28 @@
-"""train stage."""
+"""Train stage: models, batched augmentation, the trainer, cRT and checkpoints."""
+
+from synaug.train.augment import BatchAugment
+from synaug.train.checkpoint import load_checkpoint, save_checkpoint
+from synaug.train.crt import ClassBalancedSampler, retrain_classifier
+from synaug.train.models import MODELS, Normalizer, build_model, resnet32, resnet50, small_resnet
+from synaug.train.trainer import RECIPES, TrainConfig, TrainResult, extract_features, infer, recipe, train_classifier
+
+__all__ = [
+    "MODELS",
+    "RECIPES",
+    "BatchAugment",
+    "ClassBalancedSampler",
+    "Normalizer",
+    "TrainConfig",
+    "TrainResult",
+    "build_model",
+    "extract_features",
+    "infer",
+    "load_checkpoint",
+    "recipe",
+    "resnet32",
+    "resnet50",
+    "retrain_classifier",
+    "save_checkpoint",
+    "small_resnet",
+    "train_classifier",
+]

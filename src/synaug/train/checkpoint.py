@@ -1,0 +1,89 @@
+"""Classifier checkpoints: a folder with ``model.safetensors`` and ``config.json``.
+
+``config.json`` holds everything needed to rebuild and use the model without the training
+data: the model name, number of classes, input channels and size, the input normalisation,
+the class names, the real training images per class (they define the many/medium/few
+groups) and the synthetic ones, the full :class:`~synaug.train.trainer.TrainConfig` and the
+training history. Both files are written atomically (temporary file, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from safetensors import SafetensorError
+from torch import nn
+
+from synaug.config import to_dict
+from synaug.data.registry import write_atomic
+from synaug.errors import SynaugError
+from synaug.train.models import Normalizer, build_model
+from synaug.train.trainer import TrainResult
+
+CHECKPOINT_FORMAT = "synaug-classifier/1"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def save_checkpoint(result: TrainResult, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``result``'s model and its description to ``folder``; ``extra`` adds keys to config.json."""
+    folder = Path(folder)
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in result.model.state_dict().items()}
+    channels, height, width = result.image_shape
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "model": result.config.model,
+        "num_classes": len(result.class_names),
+        "in_channels": channels,
+        "image_size": [height, width],
+        "normalizer": result.normalizer.to_dict(),
+        "class_names": list(result.class_names),
+        "train_counts": [int(c) for c in result.train_counts],
+        "synthetic_counts": [int(c) for c in result.synthetic_counts],
+        "sample_counts": dict(result.sample_counts),
+        "train_config": to_dict(result.config),
+        "train_seconds": result.seconds,
+        "history": result.history,
+        **(extra or {}),
+    }
+    write_atomic(folder / WEIGHTS_FILE, safetensors.torch.save(state))
+    write_atomic(folder / CONFIG_FILE, json.dumps(meta, indent=1) + "\n")
+    return folder
+
+
+def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Normalizer, dict[str, Any]]:
+    """The model (eval mode, on ``device``), its :class:`Normalizer` and the config.json contents."""
+    folder = Path(folder)
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not folder.is_dir():
+        raise SynaugError(f"checkpoint folder {folder} does not exist; train one with `synaug train --out {folder}`.")
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise SynaugError(f"checkpoint {folder} lacks {path.name}; re-run `synaug train --out {folder}`.")
+    try:
+        meta = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SynaugError(f"{config_path} is not valid JSON ({exc}); re-run `synaug train --out {folder}`.") from None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise SynaugError(
+            f"{folder} is not a synaug classifier checkpoint ({CHECKPOINT_FORMAT}); point to the folder `synaug train --out` wrote."
+        )
+    try:
+        model = build_model(meta["model"], int(meta["num_classes"]), int(meta["in_channels"]))
+        normalizer = Normalizer.from_dict(meta["normalizer"])
+        state = safetensors.torch.load_file(weights_path)
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SynaugError(f"{config_path} is incomplete ({exc}); re-run `synaug train --out {folder}`.") from None
+    except (SafetensorError, OSError) as exc:
+        raise SynaugError(f"{weights_path} is corrupt or truncated ({exc}); re-run `synaug train --out {folder}`.") from None
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise SynaugError(
+            f"{weights_path} does not match the model in config.json ({first}); re-run `synaug train --out {folder}`."
+        ) from None
+    return model.to(device).eval(), normalizer, meta

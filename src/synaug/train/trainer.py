@@ -1,0 +1,535 @@
+"""Train an image classifier on a :class:`~synaug.data.LabeledImages` set, airbench style.
+
+Reading order: the configuration (:class:`TrainConfig`, :data:`RECIPES`), the device and
+precision helpers, the batch sources, the learning-rate schedule, :func:`train_classifier`,
+and finally :func:`infer` / :func:`extract_features`, which are kept apart from scoring
+(:func:`synaug.evaluate.evaluate` turns logits into metrics).
+
+The training loop does little per step: in-memory data goes to the device once as uint8
+and each batch is cropped, flipped, normalised and mixed there; file-backed data streams
+through a ``DataLoader`` with workers. Loss and accuracy are accumulated on the device and
+read once per epoch, separately for real and synthetic samples, so a report can say how much
+each contributed. The same seed on the same data gives identical weights on the CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from synaug.data.dataset import LabeledImages
+from synaug.errors import SynaugError
+from synaug.train.augment import BatchAugment, check_mixing
+from synaug.train.distributed import all_reduce_sum, broadcast_buffers, init_distributed, wrap_model
+from synaug.train.models import MODELS, Normalizer, build_model
+
+SCHEDULES = ("onecycle", "cosine", "step")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "off", "bf16", "fp16")
+NORMALIZATIONS = ("dataset", "fixed")
+
+
+# ---- configuration ----------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run. The defaults are the Fashion-MNIST recipe.
+
+    Parameters
+    ----------
+    model : one of :data:`synaug.train.models.MODELS`.
+    epochs, batch_size : passes over the data and images per SGD step.
+    lr, momentum, weight_decay, nesterov : SGD settings; ``lr`` is the peak learning rate.
+    schedule : ``"onecycle"`` (linear rise over the warm-up, then linear decay to 0),
+        ``"cosine"`` (linear warm-up, then cosine decay to 0) or ``"step"`` (linear warm-up,
+        then ``lr * gamma**k`` after the k-th of ``milestones``, in epochs).
+    warmup_epochs : length of the warm-up; None means 20 % of the epochs for ``onecycle``
+        and no warm-up for the other schedules.
+    crop_padding, flip : random crop after zero padding (pixels) and left-right flips.
+    mixup_alpha, cutmix_alpha, mix_prob, domain_mixup : see :class:`BatchAugment`.
+    label_smoothing : passed to the cross-entropy.
+    normalize : ``"dataset"`` (per-channel mean/std of the training images) or ``"fixed"`` (0.5/0.5).
+    seed : seeds the weights, the batch order and the augmentation.
+    device : ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+    amp : autocast precision: ``"auto"`` (bf16 on a GPU that supports it, else fp16; bf16 on a
+        CPU with native bf16 instructions, else off), ``"off"``, ``"bf16"`` or ``"fp16"`` (GPU only).
+    channels_last : NHWC memory layout for the model and its inputs.
+    num_workers : DataLoader workers for file-backed data.
+    compile : run the model through ``torch.compile`` (a one-off compile time; fewer, fused
+        kernels per step, which pays off for long GPU runs).
+
+    Under ``torchrun`` (see :mod:`synaug.train.distributed`) ``batch_size`` is the global batch,
+    split evenly between the processes, so it must be a multiple of their number.
+    """
+
+    model: str = "small_resnet"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    schedule: str = "onecycle"
+    warmup_epochs: float | None = None
+    milestones: list[int] = field(default_factory=lambda: [160, 180])
+    gamma: float = 0.01
+    crop_padding: int = 2
+    flip: bool = True
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_prob: float = 1.0
+    domain_mixup: bool = False
+    label_smoothing: float = 0.0
+    normalize: str = "dataset"
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: bool = True
+    num_workers: int = 2
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # YAML may give "1e-3" as text or 2 for 2.0
+            value, kind = getattr(self, f.name), f.type.removesuffix(" | None")
+            if value is None and f.type.endswith(" | None"):
+                continue
+            if kind in ("float", "int"):
+                setattr(self, f.name, _number(f.name, value, float if kind == "float" else int))
+            elif kind == "bool" and not isinstance(value, bool):
+                raise SynaugError(f"{f.name} must be true or false, got {value!r}.")
+        _choice("model", self.model, tuple(MODELS))
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("device", self.device, DEVICES)
+        _choice("amp", self.amp, PRECISIONS)
+        _choice("normalize", self.normalize, NORMALIZATIONS)
+        if self.epochs < 1 or self.batch_size < 1:
+            raise SynaugError(f"epochs and batch_size must be at least 1 (got {self.epochs} and {self.batch_size}).")
+        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise SynaugError("need lr > 0, weight_decay >= 0 and momentum in [0, 1); fix the optimiser settings.")
+        if self.warmup_epochs is not None and not 0 <= self.warmup_epochs < self.epochs:
+            raise SynaugError(f"warmup_epochs must lie in [0, epochs={self.epochs}), got {self.warmup_epochs}.")
+        if not 0 <= self.label_smoothing < 1:
+            raise SynaugError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}.")
+        if self.schedule == "step" and (self.gamma <= 0 or any(m < 1 for m in self.milestones)):
+            raise SynaugError("the step schedule needs gamma > 0 and milestones given as epochs >= 1, e.g. [160, 180].")
+        check_mixing(self.mixup_alpha, self.cutmix_alpha, self.mix_prob, self.domain_mixup)
+
+    @property
+    def warmup(self) -> float:
+        """The warm-up length in epochs, with the default resolved."""
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return 0.2 * self.epochs if self.schedule == "onecycle" else 0.0
+
+
+def _number(name: str, value, kind: type):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise SynaugError(f"{name} must be a number, got {value!r}.")
+    try:
+        number = float(value)
+    except ValueError:
+        raise SynaugError(f"{name} must be a number, got {value!r}.") from None
+    if kind is int and number != int(number):
+        raise SynaugError(f"{name} must be a whole number, got {value!r}.")
+    return kind(number)
+
+
+def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise SynaugError(f"unknown {name} '{value}'; choose one of {', '.join(options)}.")
+
+
+RECIPES: dict[str, TrainConfig] = {
+    # Small ResNet, SGD + one-cycle, 30 epochs, crop + flip (the Fashion-MNIST anchors).
+    "fashion-mnist": TrainConfig(),
+    # LDAM-DRW's CIFAR-LT recipe for the CE baseline.
+    "cifar-lt": TrainConfig(
+        model="resnet32", epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=2e-4, nesterov=False,
+        schedule="step", warmup_epochs=5, milestones=[160, 180], gamma=0.01, crop_padding=4, flip=True,
+    ),
+}
+
+
+def recipe(name: str, **overrides) -> TrainConfig:
+    """A copy of the recipe called ``name`` with ``overrides`` applied."""
+    if name not in RECIPES:
+        raise SynaugError(f"unknown recipe '{name}'; choose one of {', '.join(RECIPES)}.")
+    return dataclasses.replace(RECIPES[name], **overrides)
+
+
+# ---- device and precision ---------------------------------------------------------------
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SynaugError("device 'cuda' was asked for but no GPU is visible; use device 'auto' or 'cpu'.")
+    return torch.device(device)
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``, or None for full precision."""
+    if amp == "off":
+        return None
+    if device.type == "cuda":
+        if amp == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+    if amp == "fp16":
+        raise SynaugError("fp16 autocast needs a GPU; use amp 'bf16' or 'off' on the CPU.")
+    if amp == "auto":
+        return torch.bfloat16 if _cpu_has_native_bf16() else None
+    return torch.bfloat16
+
+
+def _cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast is faster."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+# ---- batch sources -----------------------------------------------------------------------
+@dataclass
+class Batch:
+    """A batch on the device: uint8 images, class labels, synthetic flags and each image's position in the dataset."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    is_synthetic: torch.Tensor
+    index: torch.Tensor
+
+
+class _FileImages(torch.utils.data.Dataset):
+    """Decodes file-backed images in DataLoader workers."""
+
+    def __init__(self, data: LabeledImages):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        return self.data.load(index), index
+
+
+def _collate(items):
+    try:
+        images = torch.stack([image for image, _ in items])
+    except RuntimeError:
+        raise SynaugError("images in a batch have different sizes; load the dataset with a fixed size=(H, W).") from None
+    return images, torch.tensor([index for _, index in items])
+
+
+class BatchSource:
+    """Yields :class:`Batch` objects for one pass over ``data``.
+
+    In-memory data is copied to the device once (kept on the host when it would take more
+    than half the free GPU memory) and sliced by a seeded permutation; file-backed data
+    streams through a ``DataLoader`` that loads the same index batches. ``shuffle=True`` drops
+    the last incomplete batch unless the whole set is smaller than one batch. With
+    ``world_size`` processes, each yields its ``rank``-th contiguous part of every batch.
+    """
+
+    def __init__(
+        self, data: LabeledImages, batch_size: int, device: torch.device, shuffle: bool, seed: int = 0, num_workers: int = 0,
+        rank: int = 0, world_size: int = 1,
+    ):
+        if min(batch_size, len(data)) % world_size:
+            raise SynaugError(
+                f"a batch of {min(batch_size, len(data))} images cannot be split evenly between {world_size} processes; "
+                f"choose a batch size that is a multiple of {world_size} (and at most the {len(data)} training images)."
+            )
+        self.data = data
+        self.batch_size = batch_size
+        self.device = device
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.labels = torch.from_numpy(data.labels).to(device)
+        self.is_synthetic = torch.from_numpy(data.is_synthetic).to(device)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.images = self.loader = None
+        if data.in_memory:
+            fits = device.type != "cuda" or data.images.nbytes < 0.5 * torch.cuda.mem_get_info(device)[0]
+            self.images = data.images.to(device) if fits else data.images.pin_memory()
+        else:
+            self.loader = torch.utils.data.DataLoader(
+                _FileImages(data),
+                batch_sampler=_IndexBatches(self),
+                num_workers=num_workers,
+                persistent_workers=num_workers > 0,
+                collate_fn=_collate,
+                pin_memory=device.type == "cuda",
+            )
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        if self.shuffle:
+            return max(1, n // self.batch_size)
+        return math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self.images is not None:
+            yield from self._in_memory()
+        else:
+            yield from self._streamed()
+
+    def _order(self) -> torch.Tensor:
+        n = len(self.data)
+        return torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+
+    def index_batches(self, device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
+        """This process's part of each batch of the (shuffled) order, as index tensors on ``device``."""
+        order = self._order().to(device)
+        size = min(self.batch_size, len(order))
+        for step in range(len(self)):
+            yield order[step * size : (step + 1) * size].tensor_split(self.world_size)[self.rank]
+
+    def _in_memory(self) -> Iterator[Batch]:
+        for index in self.index_batches(self.images.device):
+            images = self.images[index].to(self.device, non_blocking=True)
+            index = index.to(self.device)
+            yield Batch(images, self.labels[index], self.is_synthetic[index], index)
+
+    def _streamed(self) -> Iterator[Batch]:
+        for images, index in self.loader:
+            index = index.to(self.device)
+            yield Batch(images.to(self.device, non_blocking=True), self.labels[index], self.is_synthetic[index], index)
+
+
+class _IndexBatches(torch.utils.data.Sampler):
+    """The index batches of a :class:`BatchSource`, as the ``batch_sampler`` of its DataLoader."""
+
+    def __init__(self, source: BatchSource):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (index.tolist() for index in self.source.index_batches())
+
+
+# ---- learning-rate schedule --------------------------------------------------------------
+def lr_factor(step: int, steps_per_epoch: int, config: TrainConfig) -> float:
+    """Multiplier of ``config.lr`` at optimiser step ``step`` (0-based)."""
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup * steps_per_epoch)
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.schedule == "onecycle":
+        return (total - step) / (total - warmup)
+    if config.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+    epoch = step / steps_per_epoch
+    return config.gamma ** sum(epoch >= milestone for milestone in config.milestones)
+
+
+# ---- training ----------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """A trained model with what is needed to use, save and report it.
+
+    ``history`` holds one dict per epoch: lr, loss, accuracy (against each sample's own
+    label), seconds, and for real and synthetic samples separately: seen, loss, accuracy.
+    ``train_counts`` are the *real* training images per class (they define the many /
+    medium / few groups), ``synthetic_counts`` the synthetic ones, and ``sample_counts``
+    the real and synthetic totals.
+    """
+
+    model: nn.Module
+    history: list[dict]
+    normalizer: Normalizer
+    config: TrainConfig
+    class_names: list[str]
+    train_counts: np.ndarray
+    synthetic_counts: np.ndarray
+    sample_counts: dict[str, int]
+    image_shape: tuple[int, int, int]
+    seconds: float
+
+
+def make_normalizer(data: LabeledImages, how: str, sample_size: int = 2000) -> Normalizer:
+    """Per-channel statistics of the training images (a sample when file-backed), or fixed 0.5/0.5."""
+    if how == "fixed":
+        return Normalizer.fixed(data.channels)
+    if data.in_memory:
+        return Normalizer.from_images(data.images)
+    picked = np.random.default_rng(0).permutation(len(data))[:sample_size]
+    return Normalizer.from_images(torch.stack([data.load(int(i)) for i in picked]))
+
+
+Objective = Callable[[torch.Tensor, Batch], torch.Tensor]
+"""Turns a batch's per-sample losses into the loss to minimise; the default is their mean."""
+
+
+def train_classifier(
+    train: LabeledImages, config: TrainConfig | None = None, progress: bool = True, objective: Objective | None = None
+) -> TrainResult:
+    """Train ``config.model`` from scratch on ``train`` and return the model in eval mode.
+
+    ``objective(losses, batch)`` replaces the mean of the per-sample cross-entropies (after
+    Mixup/CutMix, against the mixed targets); Group-DRO (:mod:`synaug.train.group_dro`) plugs in here.
+    Under ``torchrun`` every process runs this function and gets the same model back
+    (DistributedDataParallel, see :mod:`synaug.train.distributed`).
+    """
+    config = config or TrainConfig()
+    # 1. Check inputs
+    if len(train) < 2:
+        raise SynaugError(f"training needs at least 2 images, got {len(train)}; check the dataset and split.")
+    context = init_distributed(resolve_device(config.device))  # one process, or one of torchrun's
+    device = context.device
+    if context.distributed and objective is not None:
+        raise SynaugError("a custom objective (Group-DRO) keeps per-process state and runs in one process only; start it without torchrun.")
+    dtype = autocast_dtype(config.amp, device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+
+    # 2. Model, optimiser, normalisation, augmentation and data, all seeded
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, train.num_classes, train.channels).to(device, memory_format=memory_format)
+    trained = wrap_model(model, context)  # DistributedDataParallel under torchrun
+    trained = torch.compile(trained) if config.compile else trained
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+        nesterov=config.nesterov and config.momentum > 0, fused=device.type == "cuda",
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    normalizer = make_normalizer(train, config.normalize)
+    augment = BatchAugment(
+        train.num_classes, config.crop_padding, config.flip, config.mixup_alpha, config.cutmix_alpha,
+        config.mix_prob, config.domain_mixup, config.seed + context.rank, device,
+    )
+    batches = BatchSource(
+        train, config.batch_size, device, shuffle=True, seed=config.seed, num_workers=config.num_workers,
+        rank=context.rank, world_size=context.world_size,
+    )
+    steps_per_epoch = len(batches)
+
+    # 3. Epochs: augment, forward, backward, step; statistics stay on the device
+    history: list[dict] = []
+    started = time.perf_counter()
+    trained.train()
+    with _progress_bar(progress and context.is_main) as bar:
+        task = bar.add_task("training", total=config.epochs * steps_per_epoch, stats="")
+        for epoch in range(config.epochs):
+            epoch_start = time.perf_counter()
+            totals = torch.zeros(3, 2, device=device)  # rows: seen, loss sum, correct; columns: real, synthetic
+            for step, batch in enumerate(batches):
+                lr = config.lr * lr_factor(epoch * steps_per_epoch + step, steps_per_epoch, config)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                images = normalizer(augment.geometric(batch.images)).contiguous(memory_format=memory_format)
+                images, targets = augment.mix(images, batch.labels, batch.is_synthetic)
+                with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    logits = trained(images)
+                losses = F.cross_entropy(logits.float(), targets, reduction="none", label_smoothing=config.label_smoothing)
+                loss = losses.mean() if objective is None else objective(losses, batch)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    domain = batch.is_synthetic.long()
+                    correct = (logits.argmax(1) == batch.labels).float()
+                    totals.index_add_(1, domain, torch.stack([torch.ones_like(correct), losses.detach(), correct]))
+                bar.advance(task)
+            totals = all_reduce_sum(totals, context)  # every process's images
+            record = _epoch_record(epoch, lr, totals.cpu().numpy(), time.perf_counter() - epoch_start)
+            history.append(record)
+            bar.update(task, stats=f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.3f}  acc {record['accuracy']:.1%}")
+    broadcast_buffers(model, context)  # rank 0's BatchNorm statistics everywhere
+    model.eval()
+    return TrainResult(
+        model=model,
+        history=history,
+        normalizer=normalizer,
+        config=config,
+        class_names=list(train.class_names),
+        train_counts=np.bincount(train.labels[~train.is_synthetic], minlength=train.num_classes),
+        synthetic_counts=np.bincount(train.labels[train.is_synthetic], minlength=train.num_classes),
+        sample_counts={"real": int((~train.is_synthetic).sum()), "synthetic": int(train.is_synthetic.sum())},
+        image_shape=(train.channels, *train.size) if train.size else (train.channels, *train.load(0).shape[1:]),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _epoch_record(epoch: int, lr: float, totals: np.ndarray, seconds: float) -> dict:
+    """One history row from the (seen, loss sum, correct) x (real, synthetic) totals."""
+    seen, loss_sum, correct = totals
+    record = {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "loss": float(loss_sum.sum() / max(seen.sum(), 1)),
+        "accuracy": float(correct.sum() / max(seen.sum(), 1)),
+        "seconds": seconds,
+    }
+    for column, name in enumerate(("real", "synthetic")):
+        record[f"{name}_seen"] = int(seen[column])
+        record[f"{name}_loss"] = float(loss_sum[column] / seen[column]) if seen[column] else None
+        record[f"{name}_accuracy"] = float(correct[column] / seen[column]) if seen[column] else None
+    return record
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+
+
+# ---- inference ---------------------------------------------------------------------------
+def infer(
+    model: nn.Module, data: LabeledImages, normalizer: Normalizer, batch_size: int = 500, num_workers: int = 0
+) -> torch.Tensor:
+    """Logits ``(N, num_classes)`` (float32, on the CPU) for every image of ``data``, in order."""
+    return _forward_all(model, model, data, normalizer, batch_size, num_workers)
+
+
+def extract_features(
+    model: nn.Module, data: LabeledImages, normalizer: Normalizer, batch_size: int = 500, num_workers: int = 0
+) -> torch.Tensor:
+    """Penultimate features ``(N, D)`` (float32, on the CPU) from ``model.features``, in order."""
+    return _forward_all(model, model.features, data, normalizer, batch_size, num_workers)
+
+
+def _uses_channels_last(model: nn.Module) -> bool:
+    """True when the model's convolution weights are stored channels-last."""
+    return any(
+        p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+        for p in model.parameters()
+    )
+
+
+def _forward_all(
+    model: nn.Module, function: Callable[[torch.Tensor], torch.Tensor], data: LabeledImages,
+    normalizer: Normalizer, batch_size: int, num_workers: int,
+) -> torch.Tensor:
+    if len(data) == 0:
+        raise SynaugError("cannot run the model on an empty dataset; check the data folder and split.")
+    parameter = next(model.parameters())
+    memory_format = torch.channels_last if _uses_channels_last(model) else torch.contiguous_format
+    was_training = model.training
+    model.eval()
+    outputs = []
+    with torch.inference_mode():
+        for batch in BatchSource(data, batch_size, parameter.device, shuffle=False, num_workers=num_workers):
+            images = normalizer(batch.images).to(parameter.dtype).contiguous(memory_format=memory_format)
+            outputs.append(function(images).float().cpu())
+    model.train(was_training)
+    return torch.cat(outputs)

@@ -1,0 +1,126 @@
+"""`synaug train` and `synaug evaluate` on a small Fashion-MNIST-format folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from data_writers import write_fashion_mnist
+from fake_generator import FakeGenerator
+
+from synaug.cli import main
+from synaug.data.fashion_mnist import FASHION_MNIST_CLASSES
+from synaug.data.longtail import longtail_counts
+from synaug.generate.runner import generate_plan
+from synaug.generate.store import SyntheticStore
+from synaug.plan import make_plan
+
+
+@pytest.fixture
+def fashion(tmp_path, monkeypatch):
+    """Fashion-MNIST-format files (30 train, 3 test images per class) found via the environment."""
+    folder = write_fashion_mnist(tmp_path / "fm", train_per_class=30, test_per_class=3)
+    monkeypatch.setenv("SYNAUG_FASHION_MNIST", str(folder))
+    return folder
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_train_with_crt_writes_checkpoints_results_and_plots(fashion, tmp_path, capsys):
+    out = tmp_path / "run"
+    status, stdout, err = run(
+        capsys, "train", "--longtail", "5", "--max-per-class", "10", "--epochs", "1", "--crt", "--out", str(out), "--no-progress"
+    )
+    assert status == 0, err
+    expected = {
+        "options.yaml", "checkpoint", "checkpoint-crt", "results.json", "results.md", "per_class_accuracy.png",
+        "confusion_matrix-as-trained.png", "confusion_matrix-after-crt.png",
+    }
+    assert {p.name for p in out.iterdir()} == expected
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"as trained", "after cRT"} and results["as trained"]["num_samples"] == 30
+    meta = json.loads((out / "checkpoint" / "config.json").read_text())
+    assert meta["train_counts"] == longtail_counts(10, 10, 5).tolist()
+    assert meta["data"]["kind"] == "fashion-mnist"
+    assert json.loads((out / "checkpoint-crt" / "config.json").read_text())["crt"]["source"] == "real"
+    assert "after cRT" in stdout and "top-1" in stdout
+
+    status, stdout, err = run(capsys, "evaluate", str(out / "checkpoint"), str(out / "checkpoint-crt"), "--out", str(tmp_path / "ev"))
+    assert status == 0, err
+    evaluated = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert evaluated["checkpoint"]["top1"] == pytest.approx(results["as trained"]["top1"])
+    assert evaluated["checkpoint-crt"]["top1"] == pytest.approx(results["after cRT"]["top1"])
+
+    oracle = tmp_path / "oracle"
+    assert run(capsys, "train", "--per-class", "3", "--epochs", "1", "--out", str(oracle), "--no-progress")[0] == 0
+    argv = ["evaluate", str(oracle / "checkpoint"), "--out", str(tmp_path / "ev2"), "--many-threshold", "5", "--few-threshold", "3"]
+    status, _, err = run(capsys, *argv, "--groups-from", str(out / "checkpoint"))
+    assert status == 0, err
+    groups = json.loads((tmp_path / "ev2" / "results.json").read_text())["checkpoint"]["shot_groups"]
+    assert [len(groups[g]) for g in ("many", "medium", "few")] == [3, 4, 3]  # by the long tail's counts 10, 8, 6 | 5, 4, 4, 3 | 2, 2, 2
+
+
+def test_train_from_a_yaml_config_and_a_balanced_subset(fashion, tmp_path, capsys):
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"per_class": 4, "epochs": 1, "batch-size": 16, "mixup_alpha": 0.5, "out": str(tmp_path / "run")}))
+    status, _, err = run(capsys, "train", "--config", str(config), "--no-progress", "--epochs", "2")
+    assert status == 0, err
+    options = yaml.safe_load((tmp_path / "run" / "options.yaml").read_text())
+    assert options["epochs"] == 2 and options["batch_size"] == 16 and options["mixup_alpha"] == 0.5
+    assert json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())["train_counts"] == [4] * 10
+    saved = str(tmp_path / "run" / "options.yaml")
+    status, _, err = run(capsys, "train", "--config", saved, "--out", str(tmp_path / "again"), "--no-progress")
+    assert status == 0, err
+
+
+def test_train_on_an_index_file(fashion, tmp_path, capsys):
+    index = tmp_path / "lt.json"
+    assert run(capsys, "data", "longtail", "--imbalance-factor", "2", "--max-per-class", "6", "--out", str(index))[0] == 0
+    status, _, err = run(capsys, "train", "--index", str(index), "--epochs", "1", "--out", str(tmp_path / "run"), "--no-progress")
+    assert status == 0, err
+    counts = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())["train_counts"]
+    assert counts == json.loads(index.read_text())["class_counts"]
+
+
+def test_train_on_real_plus_synthetic_with_domain_mixup(fashion, tmp_path, capsys):
+    counts = longtail_counts(10, 8, 4)
+    plan = make_plan(counts, FASHION_MNIST_CLASSES, image_size=(28, 28), channels=1)
+    generate_plan(plan, FakeGenerator(size=28), SyntheticStore(tmp_path / "store"), batch_size=16, progress=False)
+    argv = ["train", "--longtail", "4", "--max-per-class", "8", "--synthetic", str(tmp_path / "store"), "--epochs", "1"]
+    argv += ["--mixup-alpha", "1", "--domain-mixup", "--crt", "--crt-source", "real+synthetic", "--out", str(tmp_path / "run")]
+    status, stdout, err = run(capsys, *argv, "--no-progress")
+    assert status == 0, err
+    meta = json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())
+    assert meta["train_counts"] == counts.tolist()  # real images: the long tail's groups
+    assert meta["synthetic_counts"] == plan.synthetic_counts.tolist() and (counts + plan.synthetic_counts == 8).all()
+    assert meta["sample_counts"] == {"real": int(counts.sum()), "synthetic": int(plan.synthetic_counts.sum())}
+    assert meta["history"][0]["synthetic_seen"] > 0 and meta["train_config"]["domain_mixup"] is True
+    assert f"({int(plan.synthetic_counts.sum())} synthetic)" in stdout
+
+
+@pytest.mark.parametrize(
+    ("config", "argv", "message"),
+    [
+        ({"mixup": 1.0}, [], "unknown key '{config}.mixup'; did you mean 'mixup_alpha'?"),
+        ({"epochs": 1}, [], "`synaug train` needs --out FOLDER"),
+        ({"mixup_alpha": -1}, ["--out", "x"], "mixup_alpha must be a number >= 0"),
+        ({"longtail": 10, "per_class": 5}, ["--out", "x"], "give at most one of index, longtail and per_class"),
+        ({"recipe": "imagenet"}, ["--out", "x"], "unknown recipe 'imagenet'"),
+    ],
+)
+def test_bad_configs_are_one_line_errors(fashion, tmp_path, capsys, config, argv, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    status, _, err = run(capsys, "train", "--config", str(path), *argv)
+    assert status == 2
+    assert err.startswith("error: ") and message.format(config=path) in err and err.count("\n") == 1
+
+
+def test_evaluate_a_missing_checkpoint(tmp_path, capsys):
+    status, _, err = run(capsys, "evaluate", str(tmp_path / "none"), "--out", str(tmp_path / "ev"))
+    assert status == 2 and "does not exist" in err and err.count("\n") == 1
