@@ -51,6 +51,7 @@ def train(
     precision: Optional[str] = typer.Option(None, help="bf16 (autocast) | fp32."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the UNet."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
+    init_from: Optional[str] = typer.Option(None, help="Start from an exported model folder's weights."),
     config: Optional[Path] = typer.Option(None, help="YAML file with GeneratorTrainConfig keys (options override it)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
@@ -70,11 +71,45 @@ def train(
         "precision": precision,
         "compile": compile,
         "seed": seed,
+        "init_from": init_from,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     data = training_data(dataset, root, size, channels)
     if data.groups is not None and "caption_templates" not in values:
-        values["caption_templates"] = ["a photo of a {class} on a {context} background", "a {class} on a {context} background"]
+        values["caption_templates"] = ["a photo of a {class} on a {context} background", "a {class} on a {context} background", "a photo of a {class}"]
     cfg = from_dict(GeneratorTrainConfig, values, "generator")
     model = train_generator(data, cfg, out, progress=not quiet)
     typer.echo(f"model written to {model}")
+
+
+@app.command("check")
+def check(
+    out: Path = typer.Option(..., "--out", help="Folder for check.json, check.md, samples.png and the cached oracle."),
+    generator: str = typer.Option("embedded", help="embedded | a generator folder | an SD checkpoint folder or hub id."),
+    world: str = typer.Option("fashion-mnist", help="fashion-mnist | colored-fashion-mnist."),
+    root: Optional[str] = typer.Option(None, help="Fashion-MNIST folder (defaults to its installed location)."),
+    per_cell: int = typer.Option(100, help="Generated images per class (per class x context cell)."),
+    scheduler: Optional[str] = typer.Option(None, help="Sampler (defaults to the generator's recommendation)."),
+    steps: Optional[int] = typer.Option(None, help="Sampling steps."),
+    guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale."),
+    dtype: str = typer.Option("bf16", help="fp32 | bf16 | fp16 (GPU)."),
+    device: str = typer.Option("cpu", help="cpu | cuda."),
+    seed: int = typer.Option(0, help="Seed of the generated images and the oracle."),
+) -> None:
+    """Quality gate: recognisability, diversity and memorisation of a generator's images."""
+    from synaug.cli.generate import load_generator
+    from synaug.generators.check import check_generator, check_markdown, fashion_mnist_world, train_oracles, write_check
+
+    worlds = {"fashion-mnist": False, "colored-fashion-mnist": True}
+    if world not in worlds:
+        raise SynaugError(f"unknown world '{world}'; use one of {', '.join(worlds)}.")
+    data = fashion_mnist_world(colored=worlds[world], root=root)
+    oracle, context_oracle = train_oracles(data, out, seed=seed)
+    sampler = {"scheduler": scheduler, "steps": steps, "guidance_scale": guidance, "dtype": dtype, "device": device}
+    backend = load_generator(generator, **{k: v for k, v in sampler.items() if v is not None})
+    report, generated = check_generator(
+        backend, oracle, data.real_test, reference=data.reference, per_cell=per_cell,
+        context_oracle=context_oracle, seed=seed,
+    )
+    write_check(report, generated, data.real_test, out)
+    typer.echo(check_markdown(report))

@@ -21,11 +21,16 @@ from synaug.data.cifar import load_cifar
 from synaug.data.dataset import LabeledImages
 from synaug.data.fashion_mnist import load_fashion_mnist
 from synaug.data.folders import load_image_folder, load_split_list
+from synaug.data.groups import load_nico, load_utkface, load_waterbirds
+from synaug.data.spurious import SPLITS as SPURIOUS_SPLITS, spurious_fashion_mnist
 from synaug.errors import SynaugError
 
-DATASET_KINDS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "split-list")
+DATASET_KINDS = (
+    "fashion-mnist", "cifar10", "cifar100", "imagefolder", "split-list",
+    "waterbirds", "utkface", "nico", "spurious-fashion-mnist",
+)
 INDEX_FORMAT = "synaug-index/1"
-_NATIVE_SHAPE = {"fashion-mnist": (1, 28), "cifar10": (3, 32), "cifar100": (3, 32)}
+_NATIVE_SHAPE = {"fashion-mnist": (1, 28), "cifar10": (3, 32), "cifar100": (3, 32), "spurious-fashion-mnist": (3, 28)}
 
 
 def load_dataset(
@@ -43,6 +48,12 @@ def load_dataset(
     ``list_file``: the split list for ``split-list`` (paths relative to ``root``).
     ``size``/``channels``: what file-backed images are decoded to; in-memory kinds keep
     their native shape and reject a different one.
+
+    Group-annotated kinds (see :mod:`synaug.data.groups`) load with their defaults:
+    ``waterbirds`` (split train/val/test from metadata.csv), ``utkface`` (target gender,
+    sensitive attribute race) and ``nico`` (context/class folders), the last two from
+    ``root/<split>`` when that folder exists; ``spurious-fashion-mnist`` is the benchmark of
+    :func:`synaug.data.spurious.spurious_fashion_mnist` (split train/val/test, 10 classes).
     """
     if kind not in DATASET_KINDS:
         raise SynaugError(f"unknown dataset '{kind}'; use one of {', '.join(DATASET_KINDS)}.")
@@ -50,15 +61,25 @@ def load_dataset(
         _check_native_shape(kind, size, channels)
         if kind == "fashion-mnist":
             return load_fashion_mnist(split, root)
+        if kind == "spurious-fashion-mnist":
+            if split not in SPURIOUS_SPLITS:
+                raise SynaugError(f"spurious-fashion-mnist has no split '{split}'; use one of {', '.join(SPURIOUS_SPLITS)}.")
+            return spurious_fashion_mnist(root=root)[split]
         if root is None:
             raise SynaugError(f"{kind} needs a root folder; pass the folder holding the extracted CIFAR python version.")
         return load_cifar(root, split, variant=kind)
     if root is None:
         raise SynaugError(f"{kind} needs a root folder; pass the folder the images are in.")
     channels = 3 if channels is None else channels
+    folder = Path(root) / split if (Path(root) / split).is_dir() else Path(root)
     if kind == "imagefolder":
-        folder = Path(root) / split if (Path(root) / split).is_dir() else Path(root)
         return load_image_folder(folder, size=size, channels=channels)
+    if kind == "waterbirds":
+        return load_waterbirds(root, split, size=size, channels=channels)
+    if kind == "utkface":
+        return load_utkface(folder, size=size, channels=channels)
+    if kind == "nico":
+        return load_nico(folder, size=size, channels=channels)
     if list_file is None:
         raise SynaugError("split-list needs a list file; pass the ImageNet-LT/Places-LT style `path label` file.")
     return load_split_list(list_file, root, size=size, channels=channels)

@@ -64,6 +64,7 @@ class GeneratorTrainConfig:
     compile: bool = False
     checkpoint_every: int = 1000
     max_minutes: float | None = None
+    init_from: str | None = None
     sampler: dict = field(default_factory=lambda: {"scheduler": "ddim", "steps": 20, "guidance_scale": 1.0})
 
 
@@ -158,6 +159,8 @@ def train_generator(data: LabeledImages, config: GeneratorTrainConfig, out: str 
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, foreach=True)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     step = _resume(out, config, unet, optimizer, ema, generator)
+    if step == 0 and config.init_from:
+        _warm_start(unet, ema, Path(config.init_from))
     forward = torch.compile(unet) if config.compile else unet
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
 
@@ -281,6 +284,19 @@ def _resume(out: Path, config, unet, optimizer, ema, generator) -> int:
     ema.load_state_dict({**state["ema"], "shadow_params": [shadow[str(i)] for i in range(len(shadow))]})
     generator.set_state(state["rng"].cpu())
     return int(saved["step"])
+
+
+def _warm_start(unet: UNet2DConditionModel, ema: EMAModel, folder: Path) -> None:
+    """Start from the weights of an exported generator (same architecture) instead of random ones."""
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        raise SynaugError(f"--init-from {folder} holds no unet/diffusion_pytorch_model.safetensors; give an exported model folder.")
+    state = load_file(str(weights), device=str(next(unet.parameters()).device))
+    try:
+        unet.load_state_dict(state)
+    except RuntimeError:
+        raise SynaugError(f"--init-from {folder} has another architecture; use the same --blocks and --layers-per-block.") from None
+    ema.shadow_params = [p.detach().clone() for p in unet.parameters()]
 
 
 def _atomic_save(tensors: dict, path: Path, metadata: dict | None = None) -> None:
