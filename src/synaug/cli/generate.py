@@ -1,7 +1,425 @@
-"""Top-level `synaug` commands of the generate stage."""
+"""`synaug plan` and `synaug generate`: plan the synthetic images, then make them into a store.
 
+Both read their options from a YAML file given with ``--config`` too (keys are the option
+names, with ``-`` or ``_``; ``template`` and ``class_prompt_names`` take lists, the latter
+also a mapping); options on the command line win over the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar, Union
+
+import numpy as np
 import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from synaug.cli.data import DatasetOptions
+from synaug.config import from_dict, load_yaml
+from synaug.data.benchmarks import GENERATOR_RESERVE, longtail_indices, pool_indices
+from synaug.data.dataset import LabeledImages
+from synaug.data.registry import DATASET_KINDS, load_dataset, load_index
+from synaug.errors import SynaugError
+from synaug.generate.runner import generate_plan
+from synaug.generate.store import SyntheticStore
+from synaug.plan.planner import STRATEGIES, SynthesisPlan, plan_for_dataset
+from synaug.plan.prompts import parse_name_overrides
+
+T = TypeVar("T")
+PYTHON_GENERATOR = "python:"
+
+
+@dataclass
+class PlanOptions(DatasetOptions):
+    """Options of `synaug plan`."""
+
+    index: Optional[str] = None
+    longtail: Optional[float] = None
+    max_per_class: Optional[int] = None
+    reserve: Optional[float] = None
+    strategy: Union[str, dict] = "fill-to-max"
+    target: Optional[int] = None
+    budget: Optional[int] = None
+    template: list = field(default_factory=list)
+    negative_prompt: Optional[str] = None
+    class_prompt_names: Union[list, dict] = field(default_factory=list)
+    seed: int = 0
+    rate: Optional[float] = None
+    estimate: bool = False
+    bench: Optional[str] = None
+    sample_store: Optional[str] = None
+    workers: int = 1
+    out: str = "plan.json"
+
+
+@dataclass
+class GenerateOptions:
+    """Options of `synaug generate`."""
+
+    plan: Optional[str] = None
+    out: Optional[str] = None
+    generator: str = "embedded"
+    scheduler: Optional[str] = None
+    steps: Optional[int] = None
+    guidance: Optional[float] = None
+    dtype: Optional[str] = None
+    device: Optional[str] = None
+    batch_size: Optional[int] = None
+    seed: Optional[int] = None
+    overwrite: bool = False
+    shard_index: int = 0
+    num_shards: int = 1
+    ray: bool = False
+    ray_address: Optional[str] = None
+    workers: Optional[int] = None
+    cpus_per_worker: float = 1.0
+    progress: bool = True
+
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (keys = option names).")]
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the main app."""
+    app.command("plan")(plan)
+    app.command("generate")(generate)
+    app.command("bench")(bench)
+
+
+def plan(
+    config: ConfigOpt = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help=f"One of {', '.join(DATASET_KINDS)} (default: fashion-mnist).")] = None,
+    root: Annotated[Optional[str], typer.Option("--root", help="Data folder (Fashion-MNIST: else $SYNAUG_FASHION_MNIST or its default).")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="train or test (default: train).")] = None,
+    list_file: Annotated[Optional[str], typer.Option("--list-file", help="split-list file, one `relative/path.jpg label` per line.")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", help="Resize file-backed images (and the synthetic ones) to SIZE x SIZE.")] = None,
+    channels: Annotated[Optional[int], typer.Option("--channels", help="1 or 3 channels for file-backed images (default: 3).")] = None,
+    index: Annotated[Optional[str], typer.Option("--index", help="Plan for the subset in this index file (`synaug data longtail`).")] = None,
+    longtail: Annotated[Optional[float], typer.Option("--longtail", help="Plan for a long-tailed subset with this imbalance factor (LDAM draw, seed 0).")] = None,
+    max_per_class: Annotated[Optional[int], typer.Option("--max-per-class", help="With --longtail: size of the largest class (default: the smallest class available).")] = None,
+    reserve: Annotated[Optional[float], typer.Option("--reserve", help="With --longtail: fraction never drawn (default: 0.5 for fashion-mnist, else 0).")] = None,
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help=f"{' | '.join(STRATEGIES)} (default: fill-to-max).")] = None,
+    target: Annotated[Optional[int], typer.Option("--target", help="fill-to: the count every class is filled to.")] = None,
+    budget: Annotated[Optional[int], typer.Option("--budget", help="budget: total synthetic images, split by each class's shortfall.")] = None,
+    template: Annotated[Optional[list[str]], typer.Option("--template", help="Prompt template with {class} (and {context} for groups); repeat to rotate several.")] = None,
+    negative_prompt: Annotated[Optional[str], typer.Option("--negative-prompt", help="Negative prompt for classifier-free guidance.")] = None,
+    class_prompt_names: Annotated[Optional[list[str]], typer.Option("--class-prompt-names", help="CLASS=NAME: write CLASS as NAME in prompts (repeatable).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Run seed every image's seed derives from (default: 0).")] = None,
+    rate: Annotated[Optional[float], typer.Option("--rate", help="Measured images per second, to estimate the generation time.")] = None,
+    estimate: Annotated[Optional[bool], typer.Option("--estimate", help="Print images, device-hours and disk for the plan (rate from --rate, --bench or the last `synaug bench`).")] = None,
+    bench: Annotated[Optional[str], typer.Option("--bench", help="With --estimate: the JSON file `synaug bench` wrote (default: ~/.cache/synaug/bench.json).")] = None,
+    sample_store: Annotated[Optional[str], typer.Option("--sample-store", help="With --estimate: measure bytes per image on the PNGs of this store.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="With --estimate: also give the wall time on this many devices (default: 1).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Plan file to write (default: plan.json).")] = None,
+) -> None:
+    """Plan how many synthetic images each class (or class x group cell) gets, and their prompts."""
+    given = _given(
+        config, dataset=dataset, root=root, split=split, list_file=list_file, size=size, channels=channels, index=index,
+        longtail=longtail, max_per_class=max_per_class, reserve=reserve, strategy=strategy, target=target, budget=budget,
+        template=template or None, negative_prompt=negative_prompt, class_prompt_names=class_prompt_names or None,
+        seed=seed, rate=rate, estimate=estimate, bench=bench, sample_store=sample_store, workers=workers, out=out,
+    )
+    options = _build(PlanOptions, given, config)
+    if options.rate is not None and options.rate <= 0:
+        raise SynaugError(f"rate {options.rate} must be positive; give the images per second you measured.")
+    data = _plan_dataset(options, given)
+    names = options.class_prompt_names
+    synthesis = plan_for_dataset(
+        data,
+        options.strategy,
+        target=options.target,
+        budget=options.budget,
+        templates=[str(t) for t in options.template],
+        class_prompt_names={str(k): str(v) for k, v in names.items()} if isinstance(names, dict) else parse_name_overrides([str(n) for n in names]),
+        negative_prompt=options.negative_prompt,
+        seed=options.seed,
+    )
+    _print_plan(synthesis)
+    synthesis.save(options.out)
+    console = Console(highlight=False)
+    line = f"wrote the plan ({synthesis.total} synthetic images, digest {synthesis.digest()}) to {options.out}"
+    console.print(line, markup=False, soft_wrap=True)
+    if options.estimate:
+        _print_estimate(synthesis, options, console)
+    elif options.rate is not None:
+        console.print(f"estimated generation time: {format_duration(synthesis.total / options.rate)} at {options.rate:g} images/s", markup=False, soft_wrap=True)
+
+
+def bench(
+    plan: Annotated[Optional[str], typer.Option("--plan", help="Measure at this plan's prompts, size and channels (default: a neutral prompt at the generator's size).")] = None,
+    generator: Annotated[str, typer.Option("--generator", help="embedded | a model folder or hub id | python:MODULE:FUNCTION.")] = "embedded",
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Sampler, e.g. ddim or dpm++ (default: the generator's).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (default: the generator's).")] = None,
+    guidance: Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (default: the generator's).")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp32 | fp16 | bf16 (default: the generator's).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1, ... (default: the generator's).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per batch (default: the generator's).")] = None,
+    batches: Annotated[int, typer.Option("--batches", help="Batches timed, after one warm-up batch.")] = 2,
+    out: Annotated[Optional[str], typer.Option("--out", help="JSON file for the measurement (default: ~/.cache/synaug/bench.json).")] = None,
+) -> None:
+    """Measure a generator's images/s and PNG bytes per image on this machine, for `synaug plan --estimate`."""
+    from synaug.generate.bench import default_bench_path, format_bytes, measure_rate
+
+    synthesis = SynthesisPlan.load(plan) if plan is not None else None
+    backend = load_generator(generator, scheduler=scheduler, steps=steps, guidance_scale=guidance, dtype=dtype, device=device, batch_size=batch_size)
+    result = measure_rate(backend, synthesis, batches=batches, spec=generator)
+    path = result.save(out if out is not None else default_bench_path())
+    Console(highlight=False).print(
+        f"{result.generator} on {result.device}: {result.images_per_second:.2f} images/s at batch {result.batch_size} "
+        f"({result.images} images in {result.seconds:.1f} s), {format_bytes(result.png_bytes_per_image)} per PNG; wrote {path}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def generate(
+    config: ConfigOpt = None,
+    plan: Annotated[Optional[str], typer.Option("--plan", help="Plan file written by `synaug plan`.")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Store folder: class folders of PNGs plus a Parquet manifest.")] = None,
+    generator: Annotated[Optional[str], typer.Option("--generator", help="embedded | a model folder or hub id | python:MODULE:FUNCTION (default: embedded).")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Sampler, e.g. ddim or dpm++ (default: the generator's).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (default: the generator's).")] = None,
+    guidance: Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (default: the generator's).")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp32 | fp16 | bf16 (default: the generator's).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1, ... (default: the generator's).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per batch (default: the generator's).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Replace the plan's run seed.")] = None,
+    overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="Replace an existing store made by another plan or generator.")] = None,
+    shard_index: Annotated[Optional[int], typer.Option("--shard-index", help="Make only shard SHARD_INDEX of --num-shards (default: 0).")] = None,
+    num_shards: Annotated[Optional[int], typer.Option("--num-shards", help="Split the plan into this many disjoint shards (default: 1).")] = None,
+    ray: Annotated[Optional[bool], typer.Option("--ray", help="Generate on a Ray cluster: $RAY_ADDRESS when set, else a local one started here.")] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Generate on the Ray cluster at this address (HEAD:6379, auto); implies --ray.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="With --ray: number of workers (default: one per GPU, else per --cpus-per-worker CPUs).")] = None,
+    cpus_per_worker: Annotated[Optional[float], typer.Option("--cpus-per-worker", help="With --ray: CPUs each worker reserves, may be fractional (default: 1).")] = None,
+    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Show a progress bar (default: on).")] = None,
+) -> None:
+    """Generate a plan's images into a store; re-running resumes and skips finished images."""
+    given = _given(
+        config, plan=plan, out=out, generator=generator, scheduler=scheduler, steps=steps, guidance=guidance, dtype=dtype,
+        device=device, batch_size=batch_size, seed=seed, overwrite=overwrite, shard_index=shard_index, num_shards=num_shards,
+        ray=ray, ray_address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker, progress=progress,
+    )
+    options = _build(GenerateOptions, given, config)
+    if options.plan is None or options.out is None:
+        raise SynaugError(f"generate needs --{'plan' if options.plan is None else 'out'}; e.g. `synaug generate --plan plan.json --out synthetic/`.")
+    synthesis = SynthesisPlan.load(options.plan)
+    if options.seed is not None:
+        synthesis = dataclasses.replace(synthesis, seed=options.seed)
+    sampler = {
+        "scheduler": options.scheduler, "steps": options.steps, "guidance_scale": options.guidance, "dtype": options.dtype,
+        "device": options.device, "batch_size": options.batch_size,
+    }
+    if options.ray or options.ray_address is not None:
+        _generate_on_ray(synthesis, options, sampler)
+        return
+    if options.workers is not None:
+        raise SynaugError("--workers sets the number of Ray workers; add --ray (or --ray-address), or drop --workers.")
+    backend = load_generator(options.generator, **sampler)
+    store = SyntheticStore(options.out)
+    if options.overwrite:
+        store.clear()
+    summary = generate_plan(
+        synthesis, backend, store, progress=options.progress,
+        shard_index=options.shard_index, num_shards=options.num_shards,
+    )
+    shard = f" (shard {options.shard_index} of {options.num_shards})" if options.num_shards > 1 else ""
+    console = Console(highlight=False)
+    console.print(
+        f"{summary.generated} new images{shard} in {summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s); "
+        f"{summary.already_done} were done already, {summary.retried} retried, {summary.failed} failed; store: {options.out}",
+        markup=False,
+        soft_wrap=True,
+    )
+    if summary.failed:
+        console.print(f"{summary.failed} images stayed non-finite or blank after their retry; they are recorded with status 'failed' in the manifest.", markup=False, soft_wrap=True)
+
+
+def _generate_on_ray(synthesis: SynthesisPlan, options: GenerateOptions, sampler: dict[str, Any]) -> None:
+    """`synaug generate --ray`: the plan's shards spread over Ray workers, one summary line."""
+    from synaug.generate.distributed import generate_plan_on_ray
+
+    if options.num_shards != 1 or options.shard_index != 0:
+        raise SynaugError("--ray splits the plan over the cluster's workers itself; drop --shard-index and --num-shards.")
+    summary = generate_plan_on_ray(
+        synthesis, options.generator, options.out, address=options.ray_address, num_workers=options.workers,
+        cpus_per_worker=options.cpus_per_worker, sampler=sampler, progress=options.progress, overwrite=options.overwrite,
+    )
+    lost = f", {summary.workers_lost} lost and restarted" if summary.workers_lost else ""
+    Console(highlight=False).print(
+        f"{summary.generated} new images on {summary.num_workers} Ray workers{lost} in {summary.seconds:.1f} s "
+        f"({summary.images_per_second:.2f} images/s); {summary.already_done} were done already, {summary.retried} retried, "
+        f"{summary.failed} failed; store: {options.out}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def load_generator(spec: str, **sampler: Any):
+    """The generator named by ``spec``: "embedded", a model folder or hub id, or "python:MODULE:FUNCTION".
+
+    ``sampler`` settings given (not None) are passed on; for "python:" they are the keyword
+    arguments of FUNCTION, which returns a :class:`~synaug.generate.backends.base.Generator`.
+    """
+    options = {k: v for k, v in sampler.items() if v is not None}
+    if spec.startswith(PYTHON_GENERATOR):
+        return _python_generator(spec[len(PYTHON_GENERATOR):], options)
+    from synaug.generate.backends.embedded import SPEC_FILE, EmbeddedBackend
+
+    if spec == "embedded":
+        return EmbeddedBackend.default(**options)
+    if (Path(spec) / SPEC_FILE).is_file():
+        return EmbeddedBackend.from_pretrained(spec, **options)
+    from synaug.generate.backends.stable_diffusion import StableDiffusionBackend
+
+    return StableDiffusionBackend.from_pretrained(spec, **options)
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` as "2 h 05 min", "3 min 20 s" or "12 s"."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def _python_generator(target: str, options: dict[str, Any]):
+    """Call FUNCTION of MODULE (``target`` = "MODULE:FUNCTION") with ``options``."""
+    module_name, sep, function_name = target.partition(":")
+    if not sep or not module_name or not function_name:
+        raise SynaugError(f"generator 'python:{target}' is not python:MODULE:FUNCTION; write e.g. python:mypackage.generators:make.")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SynaugError(f"cannot import module '{module_name}' for the generator ({exc}); put it on PYTHONPATH or install it.") from None
+    factory = getattr(module, function_name, None)
+    if not callable(factory):
+        raise SynaugError(f"module '{module_name}' has no function '{function_name}'; name the factory that returns the generator.")
+    from synaug.generate.backends.base import Generator
+
+    generator = factory(**options)
+    if not isinstance(generator, Generator):
+        raise SynaugError(f"python:{target} returned a {type(generator).__name__}, not a synaug Generator; return a subclass of synaug.generate.backends.base.Generator.")
+    return generator
+
+
+def _plan_dataset(options: PlanOptions, given: dict[str, Any]) -> LabeledImages:
+    """The dataset to plan for: an indexed subset, a long-tailed draw, or the whole dataset."""
+    if options.index is not None and options.longtail is not None:
+        raise SynaugError("give either --index or --longtail, not both; --index already names a subset.")
+    if options.index is not None:
+        overrides = {k: given[k] for k in ("root", "split", "list_file", "size", "channels") if k in given}
+        if "dataset" in given:
+            overrides["kind"] = given["dataset"]
+        return load_index(options.index).load(**overrides)
+    data = load_dataset(**options.source())
+    if options.longtail is None:
+        if options.max_per_class is not None or options.reserve is not None:
+            raise SynaugError("--max-per-class and --reserve shape a long-tailed draw; add --longtail IF.")
+        return data
+    reserve = options.reserve if options.reserve is not None else (GENERATOR_RESERVE if options.dataset == "fashion-mnist" else 0.0)
+    max_per_class = options.max_per_class
+    if max_per_class is None:
+        max_per_class = int(np.bincount(data.labels[pool_indices(len(data), reserve)], minlength=data.num_classes).min())
+    return data.subset(longtail_indices(data.labels, options.longtail, max_per_class, reserve=reserve, num_classes=data.num_classes))
+
+
+def _print_estimate(synthesis: SynthesisPlan, options: PlanOptions, console: Console) -> None:
+    """Images, hours on the measured device (and on --workers of them) and disk for the plan."""
+    from synaug.generate.bench import BenchResult, default_bench_path, estimate_plan, format_bytes
+
+    measured = None
+    if options.rate is None:
+        path = Path(options.bench) if options.bench is not None else default_bench_path()
+        if options.bench is None and not path.is_file():
+            raise SynaugError("--estimate needs a generation rate: run `synaug bench --plan PLAN --generator GENERATOR` first, or pass --rate or --bench.")
+        measured = BenchResult.load(path)
+    cost = estimate_plan(synthesis, measured, options.rate, options.sample_store, options.workers)
+    hours = {"gpu": "GPU-hours", "cpu": "CPU-hours"}.get(cost.device_kind, "device-hours")
+    source = "the given rate" if measured is None else f"{cost.device}, measured by synaug bench on {measured.host} at {measured.measured_at}"
+    wall = format_duration(cost.wall_seconds) + (f" on {cost.workers} devices" if cost.workers > 1 else "")
+    disk = "unknown" if cost.disk_bytes is None else f"{format_bytes(cost.disk_bytes)} of PNGs"
+    lines = [
+        f"estimate: {cost.images} images at {cost.images_per_second:.3g} images/s ({source})",
+        f"  generation: {cost.device_hours:.2f} {hours} ({wall})",
+        f"  disk: {disk} ({cost.bytes_source})",
+    ]
+    if measured is not None and synthesis.image_size is not None and list(synthesis.image_size) != measured.image_size:
+        lines.append(f"  note: the rate was measured on {measured.image_size[0]}x{measured.image_size[1]} images, the plan makes "
+                     f"{synthesis.image_size[0]}x{synthesis.image_size[1]}; bench with --plan for a matching figure")
+    console.print("\n".join(lines), markup=False, soft_wrap=True)
+
+
+def _print_plan(synthesis: SynthesisPlan) -> None:
+    """A table of class (and group), real, synthetic, final count and first prompt."""
+    grouped = synthesis.group_names is not None
+    title = f"plan: {synthesis.strategy}" + (f" {synthesis.target}" if synthesis.target is not None else "") + (
+        f" {synthesis.budget}" if synthesis.budget is not None else ""
+    )
+    table = Table(title=Text(f"{title}, {synthesis.total} synthetic images"))
+    table.add_column("class")
+    if grouped:
+        table.add_column("group")
+    for name in ("real", "synthetic", "total"):
+        table.add_column(name, justify="right")
+    table.add_column("prompt")
+    for class_id, class_name in enumerate(synthesis.class_names):
+        cells = [(None, synthesis.real_counts[class_id], synthesis.synthetic_counts[class_id])] if not grouped else [
+            (g, synthesis.real_counts[class_id, g], synthesis.synthetic_counts[class_id, g]) for g in range(len(synthesis.group_names))
+        ]
+        for group_id, real, synthetic in cells:
+            row = [Text(class_name)] + ([Text(synthesis.group_names[group_id])] if grouped else [])
+            row += [str(real), str(synthetic), str(real + synthetic), Text(synthesis.prompt(class_id, group_id, 0))]
+            table.add_row(*row)
+    Console(highlight=False).print(table)
+
+
+def _given(config: Path | None, **command_line: Any) -> dict[str, Any]:
+    """Option values from the YAML config, overridden by those given on the command line."""
+    values = {str(k).replace("-", "_"): v for k, v in load_yaml(config).items()} if config is not None else {}
+    values.update({k: v for k, v in command_line.items() if v is not None})
+    return values
+
+
+def _build(cls: type[T], values: dict[str, Any], config: Path | None) -> T:
+    """The options dataclass ``cls`` from ``values`` (nearest-key errors), each value type-checked."""
+    where = str(config) if config is not None else "options"
+    options = from_dict(cls, values, where=where)
+    hints = typing.get_type_hints(cls)
+    for option in dataclasses.fields(cls):
+        setattr(options, option.name, _coerce(getattr(options, option.name), hints[option.name], f"{where}.{option.name}"))
+    return options
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as one of the types in ``hint`` (str, int, float, bool, list, dict, or None when optional)."""
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for target in allowed:
+        if target is bool and isinstance(value, bool):
+            return value
+        if isinstance(value, bool):
+            continue
+        if target is str and isinstance(value, (str, int, float)):
+            return str(value)
+        if target is int and isinstance(value, int):
+            return value
+        if target is float and isinstance(value, (int, float)):
+            return float(value)
+        if target is list and isinstance(value, (list, str)):
+            return [value] if isinstance(value, str) else list(value)
+        if target is dict and isinstance(value, dict):
+            return dict(value)
+    names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+    raise SynaugError(f"{where} must be a {names}, not {value!r}; fix the value.")
