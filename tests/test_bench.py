@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -73,7 +72,7 @@ def test_bench_then_plan_estimate_on_the_command_line(tmp_path, monkeypatch, cap
     assert main(["plan", "--longtail", "5", "--max-per-class", "5", "--out", str(plan_file), "--estimate", "--workers", "4"]) == 0
     out = capsys.readouterr().out
     hours = 28 / measured["images_per_second"] / 3600
-    assert "estimate: 28 images" in out and f"{hours:.2f} CPU-hours" in out and "on 4 devices" in out
+    assert "estimate: 28 images" in out and f"{hours:.2f} CPU-hours" in out and "on 4 such devices" in out
     assert f"{28 * measured['png_bytes_per_image'] / 1000:.1f} kB of PNGs" in out
 
 

@@ -77,6 +77,7 @@ def test_two_workers_match_a_single_process_run_and_a_rerun_changes_nothing(clus
     summary = generate_plan_on_ray(plan, FAKE, out, **RAY_OPTIONS)
     assert (summary.planned, summary.already_done, summary.generated, summary.failed) == (85, 0, 85, 0)
     assert summary.num_workers == 2 and summary.workers_lost == 0 and summary.errors == []
+    assert 0 < summary.startup_seconds < summary.seconds and summary.images_per_second > 0
     check_matches_reference(out, reference)
     assert list(out.glob("manifest.part-*")) == []  # merged
 
@@ -103,6 +104,32 @@ def test_a_killed_worker_is_restarted_and_the_plan_finishes_without_duplicates(c
     assert killed, "the run ended before a worker could be killed"
     assert summary.workers_lost == 1 and "worker lost" in summary.errors[0]
     assert summary.generated == 85 and summary.already_done == 0
+    check_matches_reference(out, reference)
+
+
+class FailsOnceGenerator(FakeGenerator):
+    """The fake generator, but its first batch in each process raises (as a transient CUDA error would)."""
+
+    failed_in_this_process = False
+
+    def _generate_batch(self, prompts, seeds, **options):
+        if not FailsOnceGenerator.failed_in_this_process:
+            FailsOnceGenerator.failed_in_this_process = True
+            raise RuntimeError("simulated device error")
+        return super()._generate_batch(prompts, seeds, **options)
+
+
+def make_fails_once_generator(**options) -> FailsOnceGenerator:
+    """Factory for ``python:test_ray_generation:make_fails_once_generator``."""
+    return FailsOnceGenerator(batch_size=options.get("batch_size", 8))
+
+
+def test_a_shard_that_raises_is_retried_and_its_error_collected(cluster, planned, tmp_path):
+    plan, reference = planned
+    out = tmp_path / "store"
+    summary = generate_plan_on_ray(plan, "python:test_ray_generation:make_fails_once_generator", out, **RAY_OPTIONS)
+    assert summary.generated == 85
+    assert summary.errors and all(error.endswith("RuntimeError: simulated device error") for error in summary.errors)
     check_matches_reference(out, reference)
 
 

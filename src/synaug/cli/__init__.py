@@ -11,7 +11,7 @@ import sys
 import click
 import typer
 
-from synaug.cli import data, generate, generator, train
+from synaug.cli import data, demo, generate, generator, run, train
 from synaug.errors import SynaugError
 
 app = typer.Typer(
@@ -24,6 +24,8 @@ app.add_typer(data.app, name="data")
 app.add_typer(generator.app, name="generator")
 train.register(app)
 generate.register(app)
+run.register(app)
+demo.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

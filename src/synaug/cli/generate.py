@@ -81,6 +81,15 @@ class GenerateOptions:
     workers: Optional[int] = None
     cpus_per_worker: float = 1.0
     progress: bool = True
+    feedback: Optional[str] = None
+    feedback_classifier: Optional[str] = None
+    feedback_scale: float = 0.03
+    feedback_every: int = 5
+    feedback_window: Optional[str] = None
+    feedback_path: str = "x0"
+    feedback_data: Union[str, dict, None] = None
+    reference: Optional[str] = None
+    real_data: Union[str, dict, None] = None
 
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (keys = option names).")]
@@ -199,12 +208,23 @@ def generate(
     workers: Annotated[Optional[int], typer.Option("--workers", help="With --ray: number of workers (default: one per GPU, else per --cpus-per-worker CPUs).")] = None,
     cpus_per_worker: Annotated[Optional[float], typer.Option("--cpus-per-worker", help="With --ray: CPUs each worker reserves, may be fractional (default: 1).")] = None,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Show a progress bar (default: on).")] = None,
+    feedback: Annotated[Optional[str], typer.Option("--feedback", help="Feedback guidance criterion: entropy | loss | hardness | a registered one.")] = None,
+    feedback_classifier: Annotated[Optional[str], typer.Option("--feedback-classifier", help="Checkpoint folder of the feedback classifier (`synaug train --out`/checkpoint).")] = None,
+    feedback_scale: Annotated[Optional[float], typer.Option("--feedback-scale", help="Guidance step as a fraction of the latents' norm (default: 0.03).")] = None,
+    feedback_every: Annotated[Optional[int], typer.Option("--feedback-every", help="Guide every k-th sampling step (default: 5).")] = None,
+    feedback_window: Annotated[Optional[str], typer.Option("--feedback-window", help="START:STOP fractions of the steps that are guided (default: 0:1).")] = None,
+    feedback_path: Annotated[Optional[str], typer.Option("--feedback-path", help="x0 (UNet output held constant, fast) or full (through the UNet) (default: x0).")] = None,
+    feedback_data: Annotated[Optional[str], typer.Option("--feedback-data", help="Real data for the hardness Gaussians: index file (.json) or `synaug plan` options YAML (default: --real-data).")] = None,
+    reference: Annotated[Optional[str], typer.Option("--reference", help="real: start each image from a real image of its class (img2img), picked from --real-data with the plan's seed.")] = None,
+    real_data: Annotated[Optional[str], typer.Option("--real-data", help="The plan's real data: index file (.json) of `synaug data longtail` or the options YAML given to `synaug plan`.")] = None,
 ) -> None:
     """Generate a plan's images into a store; re-running resumes and skips finished images."""
     given = _given(
         config, plan=plan, out=out, generator=generator, scheduler=scheduler, steps=steps, guidance=guidance, dtype=dtype,
         device=device, batch_size=batch_size, seed=seed, overwrite=overwrite, shard_index=shard_index, num_shards=num_shards,
         ray=ray, ray_address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker, progress=progress,
+        feedback=feedback, feedback_classifier=feedback_classifier, feedback_scale=feedback_scale, feedback_every=feedback_every,
+        feedback_window=feedback_window, feedback_path=feedback_path, feedback_data=feedback_data, reference=reference, real_data=real_data,
     )
     options = _build(GenerateOptions, given, config)
     if options.plan is None or options.out is None:
@@ -216,7 +236,10 @@ def generate(
         "scheduler": options.scheduler, "steps": options.steps, "guidance_scale": options.guidance, "dtype": options.dtype,
         "device": options.device, "batch_size": options.batch_size,
     }
+    hooks, references = _feedback_and_references(synthesis, options, given)
     if options.ray or options.ray_address is not None:
+        if hooks or references is not None:
+            raise SynaugError("--feedback and --reference run in one process; drop --ray, or split the plan with --shard-index/--num-shards.")
         _generate_on_ray(synthesis, options, sampler)
         return
     if options.workers is not None:
@@ -227,7 +250,7 @@ def generate(
         store.clear()
     summary = generate_plan(
         synthesis, backend, store, progress=options.progress,
-        shard_index=options.shard_index, num_shards=options.num_shards,
+        shard_index=options.shard_index, num_shards=options.num_shards, hooks=hooks, reference_images=references,
     )
     shard = f" (shard {options.shard_index} of {options.num_shards})" if options.num_shards > 1 else ""
     console = Console(highlight=False)
@@ -254,11 +277,70 @@ def _generate_on_ray(synthesis: SynthesisPlan, options: GenerateOptions, sampler
     lost = f", {summary.workers_lost} lost and restarted" if summary.workers_lost else ""
     Console(highlight=False).print(
         f"{summary.generated} new images on {summary.num_workers} Ray workers{lost} in {summary.seconds:.1f} s "
-        f"({summary.images_per_second:.2f} images/s); {summary.already_done} were done already, {summary.retried} retried, "
+        f"({summary.startup_seconds:.1f} s starting them, then {summary.images_per_second:.2f} images/s); "
+        f"{summary.already_done} were done already, {summary.retried} retried, "
         f"{summary.failed} failed; store: {options.out}",
         markup=False,
         soft_wrap=True,
     )
+    for error in summary.errors:
+        Console(highlight=False, stderr=True).print(f"recovered from: {error}", markup=False, soft_wrap=True)
+
+
+def _feedback_and_references(synthesis: SynthesisPlan, options: GenerateOptions, given: dict[str, Any]) -> tuple[list, LabeledImages | None]:
+    """The feedback-guidance hook and the real reference images that the options ask for."""
+    references = None
+    if options.reference is not None:
+        if options.reference != "real":
+            raise SynaugError(f"--reference {options.reference!r} is not known; use --reference real (with --real-data).")
+        real = _real_data(options.real_data, "--reference real")
+        references = real.subset(np.random.default_rng(synthesis.seed).permutation(len(real)))
+    if options.feedback is None:
+        stray = sorted(k for k in given if k.startswith("feedback_"))
+        if stray:
+            raise SynaugError(f"--{stray[0].replace('_', '-')} sets up feedback guidance; add --feedback CRITERION or drop it.")
+        return [], references
+    from synaug.guidance import feedback_hook
+    from synaug.guidance.criteria import NEEDS_CLASS_GAUSSIANS
+
+    if options.feedback_classifier is None:
+        raise SynaugError("--feedback needs --feedback-classifier CHECKPOINT, the folder `synaug train` wrote (OUT/checkpoint).")
+    start, stop = _window(options.feedback_window)
+    data_spec = options.feedback_data if options.feedback_data is not None else options.real_data
+    train_data = _real_data(data_spec, "--feedback hardness") if options.feedback in NEEDS_CLASS_GAUSSIANS and data_spec is not None else None
+    hook = feedback_hook(
+        options.feedback, options.feedback_classifier, train_data, scale=options.feedback_scale, every=options.feedback_every,
+        start=start, stop=stop, gradient_path=options.feedback_path, class_names=synthesis.class_names,
+    )
+    return [hook], references
+
+
+def _window(text: str | None) -> tuple[float, float]:
+    """``START:STOP`` fractions of the sampling steps (None: all of them)."""
+    if text is None:
+        return 0.0, 1.0
+    start, sep, stop = str(text).partition(":")
+    try:
+        if not sep:
+            raise ValueError(text)
+        return float(start or 0.0), float(stop or 1.0)
+    except ValueError:
+        raise SynaugError(f"--feedback-window {text!r} is not START:STOP; write fractions of the steps, e.g. 0:0.5.") from None
+
+
+def _real_data(spec: str | dict | None, purpose: str) -> LabeledImages:
+    """The plan's real data: an index file (.json), a `synaug plan` options YAML, or those options as a mapping."""
+    if spec is None:
+        raise SynaugError(
+            f"{purpose} needs the plan's real data; pass --real-data with the index file of `synaug data longtail` "
+            "or the options YAML given to `synaug plan`."
+        )
+    if isinstance(spec, str) and Path(spec).suffix == ".json":
+        return load_index(spec).load()
+    where = Path(spec) if isinstance(spec, str) else None
+    values = load_yaml(spec) if isinstance(spec, str) else dict(spec)
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    return _plan_dataset(_build(PlanOptions, values, where), values)
 
 
 def load_generator(spec: str, **sampler: Any):
@@ -347,7 +429,7 @@ def _print_estimate(synthesis: SynthesisPlan, options: PlanOptions, console: Con
     cost = estimate_plan(synthesis, measured, options.rate, options.sample_store, options.workers)
     hours = {"gpu": "GPU-hours", "cpu": "CPU-hours"}.get(cost.device_kind, "device-hours")
     source = "the given rate" if measured is None else f"{cost.device}, measured by synaug bench on {measured.host} at {measured.measured_at}"
-    wall = format_duration(cost.wall_seconds) + (f" on {cost.workers} devices" if cost.workers > 1 else "")
+    wall = format_duration(cost.wall_seconds) + (f" on {cost.workers} such devices" if cost.workers > 1 else "")
     disk = "unknown" if cost.disk_bytes is None else f"{format_bytes(cost.disk_bytes)} of PNGs"
     lines = [
         f"estimate: {cost.images} images at {cost.images_per_second:.3g} images/s ({source})",

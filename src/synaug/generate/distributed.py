@@ -73,7 +73,8 @@ class RayGenerationSummary:
     generated: int
     failed: int
     retried: int
-    seconds: float
+    seconds: float  # the whole run
+    startup_seconds: float  # until the first worker had loaded the generator
     num_workers: int
     workers: list[WorkerInfo]  # those ready at the end
     workers_lost: int = 0
@@ -81,7 +82,9 @@ class RayGenerationSummary:
 
     @property
     def images_per_second(self) -> float:
-        return self.generated / self.seconds if self.seconds > 0 else 0.0
+        """New images per second once the first worker was ready."""
+        generating = self.seconds - self.startup_seconds
+        return self.generated / generating if generating > 0 else 0.0
 
 
 class GenerationWorker:
@@ -203,7 +206,10 @@ def _connect(address: str | None) -> bool:
         else:
             ray.init(include_dashboard=False, **options)
     except ConnectionError as exc:
-        raise SynaugError(f"cannot join the Ray cluster at {address} ({exc}); start it with `ray start --head` or check the address.") from None
+        raise SynaugError(
+            f"cannot join the Ray cluster at {address} ({exc}); check the address, and for a cluster with token "
+            "authentication set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (`ray get-auth-token` on the head node)."
+        ) from None
     return True
 
 
@@ -295,6 +301,7 @@ class _Run:
             failed=failed - self.before[1],
             retried=sum(s.retried for s in self.summaries),
             seconds=time.perf_counter() - started,
+            startup_seconds=self.opened_at - started,
             num_workers=len(self.workers),
             workers=list(self.ready.values()),
             workers_lost=self.lost,
@@ -321,7 +328,10 @@ class _Run:
         except ray.exceptions.RayTaskError as exc:
             if isinstance(exc.cause, SynaugError):
                 raise SynaugError(str(exc.cause)) from None
-            self._shard_failed(worker, shard, exc.cause)
+            if call == "describe":
+                self.errors.append(f"worker dropped: {_first_line(exc.cause)}")
+            else:
+                self._shard_failed(worker, shard, exc.cause)
             return
         if call == "describe":
             self._worker_ready(worker, result)

@@ -1,0 +1,75 @@
+"""`synaug run CONFIG.yaml`: the whole pipeline from one config file, each stage cached.
+
+``synaug run CONFIG --stage STAGE`` runs one stage only (its inputs must be cached);
+``--out`` replaces the config's output folder. The report lands in ``OUT/report/``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from synaug.pipeline.config import load_run_config
+from synaug.pipeline.stages import STAGES, PipelineResult, run_pipeline
+from synaug.report.results import METRIC_LABELS
+
+TABLE_METRICS = ("top1", "many", "medium", "few")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `synaug run` to the main app."""
+    app.command("run")(run)
+
+
+def run(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML): data, plan, generator, train, crt, evaluate, runs, output.")],
+    stage: Annotated[Optional[str], typer.Option("--stage", help=f"Run only this stage ({', '.join(STAGES)}); earlier ones must be cached.")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Output folder (replaces the config's `output`).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Run the SYNAuG pipeline: data, plan, generate, train, cRT, evaluate, report."""
+    run_config, text = load_run_config(config)
+    overrides = []
+    if out is not None:
+        run_config.output = out
+        overrides.append(f"output = {out}")
+    command = ["synaug", "run", str(config)] + (["--stage", stage] if stage else []) + (["--out", out] if out else [])
+    result = run_pipeline(
+        run_config, stage=stage, config_name=str(config), config_text=text, command=shlex.join(command),
+        overrides=overrides, progress=progress,
+    )
+    print_results(result)
+
+
+def print_results(result: PipelineResult, console: Console | None = None) -> None:
+    """The results table (mean ± std over seeds), stage times and where the report is."""
+    console = console or Console(highlight=False)
+    if result.summaries:
+        seeds = sorted({seed for summary in result.summaries for seed in summary.seeds})
+        table = Table(title=Text(f"accuracy % on the test set, {'mean ± std over seeds ' if len(seeds) > 1 else 'seed '}{', '.join(map(str, seeds))}"))
+        table.add_column("recipe")
+        table.add_column("real", justify="right")
+        table.add_column("synthetic", justify="right")
+        for metric in TABLE_METRICS:
+            table.add_column(METRIC_LABELS[metric], justify="right")
+        for summary in result.summaries:
+            counts = summary.sample_counts
+            table.add_row(
+                Text(summary.label), f"{counts.get('real', 0):,}", f"{counts.get('synthetic', 0):,}",
+                *(summary.cell(metric) for metric in TABLE_METRICS),
+            )
+        console.print(table)
+    totals: dict[str, list[float]] = {}
+    for timing in result.timings:
+        spent = totals.setdefault(timing.stage, [0.0, 0.0])
+        spent[1 if timing.cached else 0] += timing.seconds
+    parts = [f"{stage} {computed:.0f} s" + (f" (+{cached:.0f} s cached)" if cached else "") for stage, (computed, cached) in totals.items()]
+    console.print(f"stages: {'; '.join(parts)}; wall time {result.wall_seconds:.0f} s", markup=False, soft_wrap=True)
+    if result.report is not None:
+        console.print(f"report: {result.report / 'report.md'}", markup=False, soft_wrap=True)

@@ -1,0 +1,24 @@
+"""The one-command pipeline: data → long-tail split → plan → generate → train → cRT → evaluate → report."""
+
+from synaug.pipeline.ablations import RECIPES, Recipe, build_training_set
+from synaug.pipeline.cache import StageCache, stage_digest
+from synaug.pipeline.config import RunConfig, dump_run_config, load_run_config, parse_run_config
+from synaug.pipeline.demo import run_demo
+from synaug.pipeline.stages import STAGES, Pipeline, PipelineResult, run_pipeline
+
+__all__ = [
+    "RECIPES",
+    "STAGES",
+    "Pipeline",
+    "PipelineResult",
+    "Recipe",
+    "RunConfig",
+    "StageCache",
+    "build_training_set",
+    "dump_run_config",
+    "load_run_config",
+    "parse_run_config",
+    "run_demo",
+    "run_pipeline",
+    "stage_digest",
+]

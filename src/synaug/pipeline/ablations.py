@@ -1,0 +1,176 @@
+"""The recipes of the SYNAuG paper's ablation set, and the training sets they train on.
+
+A recipe names a training set, whether the recipes mixes (Mixup/CutMix as set in the
+config's ``train`` section) and whether the classifier is re-trained afterwards (cRT):
+
+============ ============== ===== ===== ===================================================
+recipe       training set   mix   cRT   what it shows
+============ ============== ===== ===== ===================================================
+ce           lt             no    no    cross-entropy on the long-tailed real data
+ce_crt       lt             no    yes   the strongest recipe without synthetic data
+fill         fill           no    no    uniformized with synthetic images, no Mixup
+fill_mixup   fill           yes   no    ... with Mixup
+synaug       fill           yes   yes   SYNAuG: fill + Mixup + cRT on the real images
+replace      replace        yes   no    chosen classes' real images replaced by synthetic
+substitute   substitute     yes   no    a fraction of every class's real images substituted
+oracle       oracle         no    no    balanced *real* data of the uniformized size
+============ ============== ===== ===== ===================================================
+
+Training sets (all built from the long-tailed real set ``lt``, the store ``fill`` of the
+fill plan and, for ``replace``/``substitute``, an ``extra`` store of further synthetic
+images drawn with other seeds):
+
+- ``fill``: lt + every synthetic image of the fill plan; every class reaches the same count.
+- ``replace``: like ``fill``, but the chosen classes keep no real image; each of their
+  ``n_real`` real images is replaced by one more synthetic image, so class counts equal
+  ``fill``'s. Compare with ``fill_mixup``.
+- ``substitute``: like ``fill``, but in every class ``round(fraction * n_real)`` real images
+  (drawn with the long-tail seed) are swapped for as many extra synthetic images, so class
+  counts equal ``fill``'s with a uniformly smaller real share. Compare with ``fill_mixup``.
+- ``oracle``: ``max(n_real)`` real images of every class from the pool the long tail was
+  drawn from (for Fashion-MNIST-LT: 500 per class from the pool half); the long-tailed set
+  is nested in it.
+
+Runs with the same training set and settings share one training: ``ce_crt`` re-trains the
+classifier of the ``ce`` model, ``synaug`` that of the ``fill_mixup`` model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from synaug.data.dataset import LabeledImages
+from synaug.data.longtail import shot_groups
+from synaug.errors import SynaugError
+
+TRAINING_SETS = ("lt", "fill", "replace", "substitute", "oracle")
+SHOT_GROUP_NAMES = ("few", "medium", "many")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One row of the results table: a training set, mixing on or off, cRT on or off."""
+
+    name: str
+    label: str
+    training_set: str
+    mixup: bool
+    crt: bool
+
+    @property
+    def uses_synthetic(self) -> bool:
+        return self.training_set in ("fill", "replace", "substitute")
+
+    @property
+    def uses_extra(self) -> bool:
+        return self.training_set in ("replace", "substitute")
+
+
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        Recipe("ce", "CE", "lt", mixup=False, crt=False),
+        Recipe("ce_crt", "CE + cRT", "lt", mixup=False, crt=True),
+        Recipe("fill", "fill (no Mixup)", "fill", mixup=False, crt=False),
+        Recipe("fill_mixup", "fill + Mixup", "fill", mixup=True, crt=False),
+        Recipe("synaug", "SYNAuG (fill + Mixup + cRT)", "fill", mixup=True, crt=True),
+        Recipe("replace", "replace by synthetic + Mixup", "replace", mixup=True, crt=False),
+        Recipe("substitute", "substitute real by synthetic + Mixup", "substitute", mixup=True, crt=False),
+        Recipe("oracle", "balanced real (oracle)", "oracle", mixup=False, crt=False),
+    )
+}
+
+
+def replace_class_ids(
+    spec: str | Sequence[str], real_counts: np.ndarray, class_names: Sequence[str], many_threshold: int, few_threshold: int
+) -> list[int]:
+    """Class indices the ``replace`` recipe replaces: a shot group's classes or the listed names."""
+    if isinstance(spec, str):
+        members = shot_groups(real_counts, many_threshold, few_threshold)[spec]
+        if not len(members):
+            raise SynaugError(f"runs.replace_classes '{spec}' names no class of this long tail; list class names instead.")
+        return [int(c) for c in members]
+    names = list(class_names)
+    unknown = [name for name in spec if name not in names]
+    if unknown:
+        raise SynaugError(f"runs.replace_classes names '{unknown[0]}', which the dataset does not have; valid classes: {', '.join(names)}.")
+    return sorted(names.index(name) for name in dict.fromkeys(spec))
+
+
+def substitution_counts(real_counts: np.ndarray, fraction: float) -> np.ndarray:
+    """Real images per class the ``substitute`` recipe swaps: ``fraction * n``, halves rounded up."""
+    return np.floor(fraction * np.asarray(real_counts, dtype=np.float64) + 0.5).astype(np.int64)
+
+
+def extra_counts(
+    recipes: Sequence[Recipe], real_counts: np.ndarray, replace_ids: Sequence[int], fraction: float
+) -> np.ndarray:
+    """Extra synthetic images per class that the selected recipes need beyond the fill plan."""
+    real_counts = np.asarray(real_counts, dtype=np.int64)
+    counts = np.zeros_like(real_counts)
+    names = {recipe.training_set for recipe in recipes}
+    if "replace" in names:
+        counts[list(replace_ids)] = real_counts[list(replace_ids)]
+    if "substitute" in names:
+        counts = np.maximum(counts, substitution_counts(real_counts, fraction))
+    return counts
+
+
+def build_training_set(
+    kind: str,
+    real: LabeledImages,
+    synthetic: LabeledImages | None = None,
+    extra: LabeledImages | None = None,
+    oracle: LabeledImages | None = None,
+    replace_ids: Sequence[int] = (),
+    fraction: float = 0.5,
+    seed: int = 0,
+) -> LabeledImages:
+    """The training set ``kind`` (one of :data:`TRAINING_SETS`, see the module doc).
+
+    ``real`` is the long-tailed real set, ``synthetic`` the fill store's images, ``extra`` the
+    extra store's (in class order, lowest index first), ``oracle`` the balanced real set.
+    """
+    if kind == "lt":
+        return real
+    if kind == "oracle":
+        if oracle is None:
+            raise SynaugError("the oracle recipe needs the balanced real set; give data.longtail or data.index.")
+        return oracle
+    if kind not in TRAINING_SETS:
+        raise SynaugError(f"unknown training set '{kind}'; use one of {', '.join(TRAINING_SETS)}.")
+    if synthetic is None:
+        raise SynaugError(f"training set '{kind}' needs the synthetic store of the fill plan; run the generate stage first.")
+    if kind == "fill":
+        return join(real, synthetic)
+    real_counts = real.class_counts()
+    if kind == "replace":
+        wanted = np.zeros_like(real_counts)
+        wanted[list(replace_ids)] = real_counts[list(replace_ids)]
+        keep = ~np.isin(real.labels, list(replace_ids))
+    else:
+        wanted = substitution_counts(real_counts, fraction)
+        keep = np.ones(len(real), dtype=bool)
+        rng = np.random.default_rng(seed)
+        for class_id, count in enumerate(wanted):
+            members = np.flatnonzero(real.labels == class_id)
+            keep[rng.choice(members, size=int(count), replace=False)] = False
+    if extra is None and wanted.any():
+        raise SynaugError(f"training set '{kind}' needs the extra synthetic store; run the generate stage first.")
+    kept = join(real.subset(np.flatnonzero(keep)), synthetic)
+    return kept if extra is None else join(kept, extra.subset(first_per_class(extra.labels, wanted)))
+
+
+def join(first: LabeledImages, second: LabeledImages) -> LabeledImages:
+    """``first`` followed by ``second``; an empty ``second`` (e.g. a store with no image) adds nothing."""
+    return first if len(second) == 0 else first.concat(second)
+
+
+def first_per_class(labels: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Indices of the first ``wanted[c]`` items of each class ``c`` (fewer when fewer exist), in order."""
+    labels = np.asarray(labels)
+    chosen = [np.flatnonzero(labels == class_id)[: int(count)] for class_id, count in enumerate(wanted) if count > 0]
+    return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)

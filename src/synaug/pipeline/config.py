@@ -1,0 +1,397 @@
+"""The run config of `synaug run`: one YAML file with one section per stage.
+
+::
+
+    data:       which dataset, its long-tailed draw (or an index file), the test split
+    plan:       how many synthetic images per class, and their prompts
+    generator:  which generator samples them, with which sampler settings
+    train:      TrainConfig fields (optionally starting from a named ``recipe``)
+    crt:        classifier re-training settings
+    evaluate:   many / medium / few thresholds
+    runs:       the recipes to run (see :mod:`synaug.pipeline.ablations`) and the seeds
+    output:     the output folder
+
+Every key is checked when the file is read, before any work: an unknown key names the
+nearest valid one, and out-of-range values (a negative Mixup alpha, a substitution
+fraction above 1, ...) are one-line errors. Relative paths are relative to the working
+directory.
+
+``train.mixup_alpha``, ``cutmix_alpha``, ``mix_prob`` and ``domain_mixup`` describe the mixing
+of the recipes that use Mixup (``fill_mixup``, ``synaug``, ``replace``, ``substitute``); the
+other recipes train without mixing. The training seed comes from ``runs.seeds``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from synaug.config import from_dict, load_yaml, to_dict
+from synaug.data.longtail import PROFILES
+from synaug.data.registry import DATASET_KINDS
+from synaug.errors import SynaugError
+from synaug.pipeline.ablations import RECIPES, SHOT_GROUP_NAMES
+from synaug.plan.planner import STRATEGIES, make_plan
+from synaug.train.crt import SOURCES
+from synaug.train.trainer import RECIPES as TRAIN_RECIPES
+from synaug.train.trainer import TrainConfig
+
+GENERATOR_DTYPES = ("auto", "fp32", "fp16", "bf16")
+MIXING_FIELDS = ("mixup_alpha", "cutmix_alpha", "mix_prob", "domain_mixup")
+
+
+@dataclass
+class LongtailSection:
+    """An LDAM-style long-tailed draw (see :func:`synaug.data.longtail.make_longtail`).
+
+    ``max_per_class`` None: the smallest class available in the pool. ``reserve``: the
+    fraction never drawn (kept for generator training); None means 0.5 for Fashion-MNIST
+    train (the half the embedded generator was trained on) and 0 otherwise.
+    """
+
+    imbalance_factor: float = 100.0
+    max_per_class: int | None = None
+    profile: str = "exp"
+    step_fraction: float = 0.5
+    seed: int = 0
+    reserve: float | None = None
+
+
+@dataclass
+class DataSection:
+    """The real data: ``kind`` as in :func:`synaug.data.load_dataset`, then a long-tailed draw
+    (``longtail``), a subset stored in an index file (``index``), or the whole ``split``."""
+
+    kind: str = "fashion-mnist"
+    root: str | None = None
+    split: str = "train"
+    list_file: str | None = None
+    size: int | None = None
+    channels: int | None = None
+    longtail: LongtailSection | None = None
+    index: str | None = None
+    test_split: str = "test"
+    test_list_file: str | None = None
+
+
+@dataclass
+class PlanSection:
+    """The synthesis plan (see :mod:`synaug.plan.planner`). ``class_prompt_names`` renames classes
+    in prompts: a mapping ``{class name: prompt name}``, or the path of a text file with one
+    prompt name per line in label order (e.g. ImageNet's class names)."""
+
+    strategy: str = "fill-to-max"
+    target: int | None = None
+    budget: int | None = None
+    templates: list[str] = field(default_factory=list)
+    class_prompt_names: dict[str, str] | str | None = None
+    negative_prompt: str | None = None
+
+
+@dataclass
+class GeneratorSection:
+    """The generator and its sampler. ``spec``: "embedded", an embedded-generator folder, a
+    Stable Diffusion folder or hub id, or python:MODULE:FUNCTION. None means the generator's
+    own default. ``device``/``dtype`` "auto": CUDA when available; bf16 where it runs natively.
+    ``seed`` is the run seed every image's seed derives from. ``store``: generate into (or reuse)
+    this store folder instead of one inside the output folder."""
+
+    spec: str = "embedded"
+    scheduler: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    batch_size: int | None = None
+    seed: int = 0
+    store: str | None = None
+
+
+@dataclass
+class TrainSection(TrainConfig):
+    """:class:`~synaug.train.TrainConfig` fields, starting from the named ``recipe`` when given.
+
+    The mixing fields describe the Mixup of the recipes that mix (default Mixup with alpha 1).
+    """
+
+    recipe: str | None = None
+    mixup_alpha: float = 1.0
+
+    def train_config(self, seed: int, mixing: bool) -> TrainConfig:
+        """The TrainConfig of one run: this section with ``seed``, mixing on or off."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)}
+        values["seed"] = seed
+        if not mixing:
+            values.update(mixup_alpha=0.0, cutmix_alpha=0.0, domain_mixup=False)
+        return TrainConfig(**values)
+
+
+@dataclass
+class CrtSection:
+    """Classifier re-training (:func:`synaug.train.retrain_classifier`) for the recipes that use it."""
+
+    source: str = "real"
+    epochs: int = 10
+    lr: float = 0.1
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+
+
+@dataclass
+class EvaluateSection:
+    """Shot groups by *real* long-tailed training count: many > ``many_threshold``, few < ``few_threshold``."""
+
+    many_threshold: int = 100
+    few_threshold: int = 20
+    batch_size: int = 500
+
+
+@dataclass
+class RunsSection:
+    """Which recipes to run and with which training seeds.
+
+    ``replace_classes``: the classes the ``replace`` recipe gives synthetic images only, a shot
+    group ("few", "medium", "many") or a list of class names. ``substitute_fraction``: the share
+    of every class's real images the ``substitute`` recipe swaps for synthetic ones.
+    """
+
+    recipes: list[str] = field(default_factory=lambda: ["ce_crt", "synaug"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    replace_classes: str | list[str] = "few"
+    substitute_fraction: float = 0.5
+
+
+@dataclass
+class RunConfig:
+    """A whole `synaug run` config."""
+
+    data: DataSection = field(default_factory=DataSection)
+    plan: PlanSection = field(default_factory=PlanSection)
+    generator: GeneratorSection = field(default_factory=GeneratorSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    crt: CrtSection = field(default_factory=CrtSection)
+    evaluate: EvaluateSection = field(default_factory=EvaluateSection)
+    runs: RunsSection = field(default_factory=RunsSection)
+    output: str = "synaug-run"
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def load_run_config(path: str | Path) -> tuple[RunConfig, str]:
+    """The config in YAML file ``path`` (checked) and the file's text."""
+    path = Path(path)
+    values = load_yaml(path)
+    return parse_run_config(values, where=str(path)), path.read_text()
+
+
+def parse_run_config(values: dict[str, Any], where: str = "config") -> RunConfig:
+    """A :class:`RunConfig` from a mapping, every key and value checked (see the module doc)."""
+    values = dict(values or {})
+    sections: dict[str, Any] = {}
+    for name, section_type in _SECTIONS.items():
+        raw = values.get(name)
+        if raw is not None and not isinstance(raw, dict):
+            raise SynaugError(f"{where}: '{name}' must be a mapping of keys to values, not {raw!r}.")
+        if name == "train":
+            raw = _with_train_recipe(dict(raw or {}), where)
+        try:
+            sections[name] = from_dict(section_type, raw, where=name)
+        except SynaugError as exc:
+            message = str(exc)
+            raise SynaugError(f"{where}: {message if message.startswith('unknown key') else f'{name}: {message}'}") from None
+    try:
+        config = from_dict(RunConfig, {**values, **sections}, where="config")
+    except SynaugError as exc:
+        raise SynaugError(f"{where}: {str(exc).replace('config.', '', 1)}") from None
+    _check_types(config, where)
+    check_run_config(config, where)
+    return config
+
+
+def _with_train_recipe(train: dict[str, Any], where: str) -> dict[str, Any]:
+    """The train section over its named recipe's values (all but the mixing fields and the seed)."""
+    if "seed" in train:
+        raise SynaugError(f"{where}: train.seed is set per run from runs.seeds; remove it and list the seeds under runs.seeds.")
+    recipe = train.get("recipe")
+    if recipe is None:
+        return train
+    if recipe not in TRAIN_RECIPES:
+        raise SynaugError(f"{where}: unknown train.recipe '{recipe}'{_nearest(recipe, TRAIN_RECIPES)}; choose one of {', '.join(TRAIN_RECIPES)}.")
+    base = {k: v for k, v in to_dict(TRAIN_RECIPES[recipe]).items() if k not in MIXING_FIELDS and k != "seed"}
+    return {**base, **train}
+
+
+def dump_run_config(config: RunConfig) -> str:
+    """The config as YAML text (a file `synaug run` reads back to the same config)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def check_run_config(config: RunConfig, where: str = "config") -> None:
+    """One-line errors for values out of range or inconsistent between sections."""
+    data, longtail = config.data, config.data.longtail
+    _choice(f"{where}: data.kind", data.kind, DATASET_KINDS)
+    if data.index is not None and longtail is not None:
+        raise SynaugError(f"{where}: give either data.index or data.longtail, not both; the index already names a subset.")
+    if longtail is not None:
+        _choice(f"{where}: data.longtail.profile", longtail.profile, PROFILES)
+        if longtail.imbalance_factor < 1:
+            raise SynaugError(f"{where}: data.longtail.imbalance_factor {longtail.imbalance_factor} is below 1; give the ratio of the largest to the smallest class, e.g. 100.")
+        if longtail.reserve is not None and not 0 <= longtail.reserve < 1:
+            raise SynaugError(f"{where}: data.longtail.reserve {longtail.reserve} must be a fraction in [0, 1).")
+        if longtail.max_per_class is not None and longtail.max_per_class < 1:
+            raise SynaugError(f"{where}: data.longtail.max_per_class must be at least 1.")
+    if data.kind == "split-list" and data.list_file is None and data.index is None:
+        raise SynaugError(f"{where}: data.kind split-list needs data.list_file (the `path label` file of the training images).")
+
+    plan = config.plan
+    _choice(f"{where}: plan.strategy", plan.strategy, STRATEGIES)
+    for key, strategy in (("target", "fill-to"), ("budget", "budget")):
+        if plan.strategy == strategy and getattr(plan, key) is None:
+            raise SynaugError(f"{where}: plan.strategy {strategy} needs plan.{key}; give it (e.g. {key}: 500).")
+        if plan.strategy != strategy and getattr(plan, key) is not None:
+            raise SynaugError(f"{where}: plan.{key} is used only by plan.strategy {strategy}; remove it or change the strategy.")
+    try:  # the planner's own checks of strategy parameters and templates, on two dummy classes
+        make_plan(np.array([2, 1]), ["a", "b"], plan.strategy, target=plan.target, budget=plan.budget, templates=plan.templates)
+    except SynaugError as exc:
+        raise SynaugError(f"{where}: plan: {exc}") from None
+
+    generator = config.generator
+    from synaug.generate.pipeline import make_scheduler
+
+    if generator.scheduler is not None:
+        try:
+            make_scheduler(generator.scheduler, {})
+        except SynaugError as exc:
+            raise SynaugError(f"{where}: generator.scheduler: {exc}") from None
+    _choice(f"{where}: generator.dtype", generator.dtype, GENERATOR_DTYPES)
+    for name in ("steps", "batch_size"):
+        value = getattr(generator, name)
+        if value is not None and value < 1:
+            raise SynaugError(f"{where}: generator.{name} must be at least 1, got {value}.")
+    if generator.guidance is not None and generator.guidance < 0:
+        raise SynaugError(f"{where}: generator.guidance must be 0 or more, got {generator.guidance}.")
+    if generator.seed < 0:
+        raise SynaugError(f"{where}: generator.seed must be a non-negative integer.")
+
+    crt = config.crt
+    _choice(f"{where}: crt.source", crt.source, SOURCES)
+    if crt.epochs < 1 or crt.batch_size < 1 or crt.lr <= 0 or crt.weight_decay < 0:
+        raise SynaugError(f"{where}: crt needs epochs >= 1, batch_size >= 1, lr > 0 and weight_decay >= 0.")
+
+    evaluate = config.evaluate
+    if evaluate.few_threshold > evaluate.many_threshold:
+        raise SynaugError(f"{where}: evaluate.few_threshold {evaluate.few_threshold} exceeds evaluate.many_threshold {evaluate.many_threshold}; swap them.")
+    if evaluate.batch_size < 1:
+        raise SynaugError(f"{where}: evaluate.batch_size must be at least 1.")
+
+    runs = config.runs
+    if not runs.recipes:
+        raise SynaugError(f"{where}: runs.recipes is empty; list at least one of {', '.join(RECIPES)}.")
+    for name in runs.recipes:
+        if name not in RECIPES:
+            raise SynaugError(f"{where}: unknown recipe '{name}' in runs.recipes{_nearest(name, RECIPES)}; choose from {', '.join(RECIPES)}.")
+    if len(set(runs.recipes)) != len(runs.recipes):
+        raise SynaugError(f"{where}: runs.recipes lists a recipe twice; list each once.")
+    if not runs.seeds or len(set(runs.seeds)) != len(runs.seeds) or min(runs.seeds) < 0:
+        raise SynaugError(f"{where}: runs.seeds must list distinct non-negative integers, e.g. [0, 1, 2].")
+    if not 0 < runs.substitute_fraction <= 1:
+        raise SynaugError(f"{where}: runs.substitute_fraction {runs.substitute_fraction} must be a ratio in (0, 1]; 0.5 swaps half of each class's real images.")
+    if isinstance(runs.replace_classes, str) and runs.replace_classes not in SHOT_GROUP_NAMES:
+        raise SynaugError(f"{where}: runs.replace_classes '{runs.replace_classes}' must be one of {', '.join(SHOT_GROUP_NAMES)} or a list of class names.")
+    if isinstance(runs.replace_classes, list) and not runs.replace_classes:
+        raise SynaugError(f"{where}: runs.replace_classes is empty; name at least one class or use 'few'.")
+
+    mixing = [name for name in runs.recipes if RECIPES[name].mixup]
+    if mixing and config.train.mixup_alpha == 0 and config.train.cutmix_alpha == 0:
+        raise SynaugError(
+            f"{where}: recipe '{mixing[0]}' uses Mixup but train.mixup_alpha and train.cutmix_alpha are 0; set one (e.g. mixup_alpha: 1.0)."
+        )
+    if "oracle" in runs.recipes and longtail is None and data.index is None:
+        raise SynaugError(
+            f"{where}: recipe 'oracle' draws a balanced real set from the pool a long tail was drawn from; "
+            "give data.longtail (or data.index), or remove 'oracle' from runs.recipes."
+        )
+
+
+# ---- helpers -------------------------------------------------------------------------------
+_SECTIONS = {
+    "data": DataSection, "plan": PlanSection, "generator": GeneratorSection, "train": TrainSection,
+    "crt": CrtSection, "evaluate": EvaluateSection, "runs": RunsSection,
+}
+
+
+def _check_types(obj: Any, where: str, prefix: str = "") -> None:
+    """Check (and convert, int -> float) every scalar field of a dataclass tree against its type hint."""
+    hints = typing.get_type_hints(type(obj))
+    for item in dataclasses.fields(obj):
+        value = getattr(obj, item.name)
+        name = f"{prefix}{item.name}"
+        if dataclasses.is_dataclass(value):
+            _check_types(value, where, f"{name}.")
+            continue
+        if isinstance(obj, TrainConfig) and item.name in {f.name for f in dataclasses.fields(TrainConfig)}:
+            continue  # TrainConfig checks its own fields
+        setattr(obj, item.name, _coerce(value, hints[item.name], f"{where}: {name}"))
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as one of the types in ``hint``; a one-line error when it is none of them."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for option in options:
+        origin = typing.get_origin(option)
+        if option is type(None) and value is None:
+            return None
+        if isinstance(value, bool):
+            if option is bool:
+                return value
+            continue
+        if option is str and isinstance(value, (str, int, float)):
+            return str(value)
+        if option is int and isinstance(value, int):
+            return value
+        if option is float and isinstance(value, (int, float)):
+            return float(value)
+        if dataclasses.is_dataclass(option) and dataclasses.is_dataclass(value):
+            return value
+        if origin is list and isinstance(value, str) and typing.get_args(option)[0] is str:
+            return [value]
+        if origin is list and isinstance(value, list):
+            (inner,) = typing.get_args(option)
+            return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        if origin is dict and isinstance(value, dict):
+            _, inner = typing.get_args(option)
+            return {str(k): _coerce(v, inner, f"{where}.{k}") for k, v in value.items()}
+    kinds = " or ".join(_type_name(option) for option in options)
+    raise SynaugError(f"{where} must be {kinds}, not {value!r}; fix the value.")
+
+
+def _type_name(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}s".replace("a list of an ", "a list of ")
+    if origin is dict:
+        return "a mapping"
+    return {str: "text", int: "an integer", float: "a number", bool: "true or false"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _choice(where: str, value: str, options: tuple[str, ...] | list[str]) -> None:
+    if value not in options:
+        raise SynaugError(f"{where} '{value}' is unknown{_nearest(value, options)}; choose one of {', '.join(options)}.")
+
+
+def _nearest(value: Any, options) -> str:
+    near = difflib.get_close_matches(str(value), list(options), n=1)
+    return f" (did you mean '{near[0]}'?)" if near else ""
+
+

@@ -1,0 +1,760 @@
+"""The pipeline of `synaug run`: data → long-tail split → plan → generate → train → cRT → evaluate → report.
+
+Every stage's output lives in ``OUT/stages/<stage>-<digest>/`` (see :mod:`synaug.pipeline.cache`);
+the digest covers the stage's own config section and the digests of its inputs:
+
+========== ================================================ =========================================
+stage      inputs hashed                                    output
+========== ================================================ =========================================
+data       dataset source, long-tail draw or index, test    ``train-index.json`` (the long tail)
+plan       data, plan section, generator seed               ``plan.json`` (and ``plan-extra`` for the
+                                                            replace / substitute recipes)
+generate   plan, generator weights and sampler settings     ``store/`` (resumable in place)
+train      training set (data, stores), TrainConfig, seed   ``checkpoint/``
+crt        train, crt section, seed                         ``checkpoint/``
+evaluate   model, data, evaluate section                    ``metrics.json``
+report     (always rewritten)                               ``OUT/report/``
+========== ================================================ =========================================
+
+So a re-run after changing only the training settings reuses the data, the plan and the
+synthetic store; runs that differ only in cRT share their training (``ce`` / ``ce_crt``).
+``run(stage=...)`` runs one stage: the stages before it must be cached already.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Sequence
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.text import Text
+
+from synaug.config import to_dict
+from synaug.data.benchmarks import GENERATOR_RESERVE, longtail_indices, pool_indices
+from synaug.data.dataset import LabeledImages
+from synaug.data.fashion_mnist import find_fashion_mnist
+from synaug.data.longtail import balanced_subset
+from synaug.data.registry import load_dataset, load_index, save_index
+from synaug.errors import SynaugError
+from synaug.evaluate import evaluate
+from synaug.generate.store import INFO_FILE, SyntheticStore
+from synaug.pipeline.ablations import (
+    RECIPES,
+    Recipe,
+    build_training_set,
+    extra_counts,
+    first_per_class,
+    join,
+    replace_class_ids,
+)
+from synaug.pipeline.cache import StageCache, stage_digest
+from synaug.pipeline.config import RunConfig
+from synaug.plan.planner import SynthesisPlan, make_plan, plan_for_dataset
+from synaug.report import ReportInputs, RunResult, StageTiming, aggregate, write_report
+from synaug.report.results import RecipeSummary
+
+STAGES = ("data", "plan", "generate", "train", "crt", "evaluate", "report")
+INDEX_FILE = "train-index.json"
+PLAN_FILE = "plan.json"
+CHECKPOINT = "checkpoint"
+METRICS_FILE = "metrics.json"
+EXTRA_SEED_OFFSET = 1_000_003  # the extra plan's run seed: the fill plan's plus this, so its images differ
+GRID_PER_CLASS = 10
+FOLDER_KINDS = ("imagefolder", "nico", "utkface")
+
+
+@dataclass
+class StageOutput:
+    """A finished stage folder and its record."""
+
+    digest: str
+    folder: Path
+    record: dict[str, Any]
+
+
+@dataclass
+class DataOutput:
+    """The real data: the long-tailed training set, the test set and where they come from."""
+
+    digest: str
+    train: LabeledImages
+    test: LabeledImages
+    source: dict[str, Any]
+    oracle_draw: dict[str, Any] | None
+    description: str
+
+
+@dataclass
+class PlanOutput:
+    digest: str
+    plan: SynthesisPlan
+
+
+@dataclass
+class StoreOutput:
+    """A finished synthetic store (``root`` None when its plan has no image)."""
+
+    digest: str
+    root: Path | None
+    generator_id: str | None
+    settings: dict[str, Any]
+
+
+@dataclass
+class ModelOutput:
+    """A trained (or re-trained) classifier checkpoint and the facts of its training."""
+
+    stage: str
+    digest: str
+    checkpoint: Path
+    record: dict[str, Any]
+
+
+@dataclass
+class PipelineResult:
+    """What `synaug run` did: per-run results, per-recipe summaries, stage timings and the report."""
+
+    runs: list[RunResult]
+    summaries: list[RecipeSummary]
+    timings: list[StageTiming]
+    wall_seconds: float
+    report: Path | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+
+
+class Pipeline:
+    """One `synaug run`: a checked :class:`RunConfig` and how it was given (for the report).
+
+    Parameters
+    ----------
+    config : the run config.
+    config_name, config_text : the config file's name and verbatim text.
+    command : the command line that reproduces the run.
+    overrides : what the command changed in the config file (e.g. "runs.seeds = [0, 1, 2]").
+    progress : show progress bars.
+    title : the report's title.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        config_name: str,
+        config_text: str,
+        command: str,
+        overrides: Sequence[str] = (),
+        progress: bool = True,
+        title: str | None = None,
+    ):
+        self.config = config
+        self.config_name = config_name
+        self.config_text = config_text
+        self.command = command
+        self.overrides = list(overrides)
+        self.progress = progress
+        self.title = title
+        self.out = Path(config.output)
+        self.cache = StageCache(self.out / "stages")
+        self.console = Console(stderr=True, highlight=False)
+        self.timings: list[StageTiming] = []
+        self.target: str | None = None
+        self._datasets: dict[str, LabeledImages] = {}
+        self._training_sets: dict[tuple, LabeledImages] = {}
+        self._backend = None
+
+    # ---- the run ---------------------------------------------------------------------------
+    def run(self, stage: str | None = None) -> PipelineResult:
+        """Run every stage (or only ``stage``, its inputs taken from the cache) and return the results."""
+        # 1. Check inputs
+        if stage is not None and stage not in STAGES:
+            raise SynaugError(f"unknown stage '{stage}'; choose one of {', '.join(STAGES)}.")
+        self.target = stage
+        self.timings = []
+        started = time.perf_counter()
+        environment = self._environment()
+        recipes = [RECIPES[name] for name in self.config.runs.recipes]
+
+        # 2. Data: the long-tailed training set and the test set
+        data = self._data_stage()
+        if stage == "data":
+            return self._result([], started, environment)
+
+        # 3. Plans: the fill plan, and extra images for the replace / substitute recipes
+        fill_plan = self._plan_stage(data) if any(r.uses_synthetic for r in recipes) else None
+        extra_plan = self._extra_plan_stage(data, fill_plan, recipes) if any(r.uses_extra for r in recipes) else None
+        if stage == "plan":
+            return self._result([], started, environment)
+
+        # 4. Generate: one store per plan (the generator is loaded only when images are missing)
+        fill_store = self._generate_stage("generate", fill_plan) if fill_plan is not None else None
+        extra_store = self._generate_stage("generate-extra", extra_plan) if extra_plan is not None else None
+        if stage == "generate":
+            return self._result([], started, environment)
+
+        # 5. Train, re-train the classifier, evaluate: every recipe at every seed
+        runs = []
+        for recipe in recipes:
+            for seed in self.config.runs.seeds:
+                model = self._train_stage(recipe, seed, data, fill_store, extra_store)
+                if stage == "train":
+                    continue
+                if recipe.crt:
+                    model = self._crt_stage(recipe, seed, model, data, fill_store, extra_store)
+                if stage == "crt":
+                    continue
+                metrics = self._evaluate_stage(recipe, seed, model, data)
+                runs.append(self._run_result(recipe, seed, model, metrics))
+        if stage in ("train", "crt", "evaluate"):
+            return self._result(runs, started, environment)
+
+        # 6. Report
+        return self._report_stage(runs, data, fill_store, started, environment)
+
+    # ---- data --------------------------------------------------------------------------------
+    def _data_stage(self) -> DataOutput:
+        section = self.config.data
+        index = load_index(section.index) if section.index is not None else None
+        source = self._source(index)
+        test_source = self._test_source(source)
+        inputs: dict[str, Any] = {"source": source, "test": test_source}
+        if index is not None:
+            inputs["index"] = hashlib.sha256(Path(section.index).read_bytes()).hexdigest()[:16]
+        elif section.longtail is not None:
+            inputs["longtail"] = {**to_dict(section.longtail), "reserve": self._reserve(source)}
+
+        def build(folder: Path, facts: dict[str, Any]) -> None:
+            full = self._load(source)
+            indices, settings = self._draw(full, source, index)
+            save_index(folder / INDEX_FILE, indices, full, source, settings)
+            counts = np.bincount(full.labels[indices], minlength=full.num_classes)
+            facts.update(images=int(len(indices)), class_counts=counts.tolist(), settings=settings)
+
+        output = self._stage("data", "real training and test sets", inputs, build)
+        train = load_index(output.folder / INDEX_FILE).apply(self._load(source))
+        test = self._load(test_source)
+        if list(test.class_names) != list(train.class_names):
+            raise SynaugError(f"the test set's classes differ from the training set's; check data.test_split / data.test_list_file in {self.config_name}.")
+        settings = output.record.get("settings", {})
+        oracle = None
+        if index is not None or section.longtail is not None:
+            oracle = {"reserve": float(settings.get("reserve", 0.0)), "seed": int(settings.get("seed", 0))}
+        description = self._describe_data(source, train, test, settings)
+        self._say("data", f"{description}")
+        return DataOutput(output.digest, train, test, source, oracle, description)
+
+    def _source(self, index) -> dict[str, Any]:
+        """``load_dataset`` arguments of the full training dataset, paths made absolute."""
+        section = self.config.data
+        if index is not None:
+            overrides = {k: _absolute(v) for k, v in {"root": section.root, "list_file": section.list_file}.items() if v is not None}
+            return {**index.source, **overrides}
+        root = section.root
+        if section.kind == "fashion-mnist":
+            root = str(find_fashion_mnist(root).resolve())
+        return {
+            "kind": section.kind, "root": _absolute(root), "split": section.split, "list_file": _absolute(section.list_file),
+            "size": section.size, "channels": section.channels,
+        }
+
+    def _test_source(self, source: dict[str, Any]) -> dict[str, Any]:
+        section = self.config.data
+        test = {**source, "split": section.test_split}
+        if section.test_list_file is not None:
+            test["list_file"] = _absolute(section.test_list_file)
+        elif source["kind"] == "split-list":
+            raise SynaugError(f"{self.config_name}: split-list data needs data.test_list_file (the `path label` file of the test images).")
+        if source["kind"] in FOLDER_KINDS and not (Path(source["root"]) / section.test_split).is_dir():
+            raise SynaugError(
+                f"{self.config_name}: data.root {source['root']} has no '{section.test_split}' folder for the test images; "
+                "put them there or set data.test_split to their folder's name."
+            )
+        return test
+
+    def _reserve(self, source: dict[str, Any]) -> float:
+        reserve = self.config.data.longtail.reserve
+        if reserve is None:
+            return GENERATOR_RESERVE if (source["kind"], source["split"]) == ("fashion-mnist", "train") else 0.0
+        return float(reserve)
+
+    def _draw(self, full: LabeledImages, source: dict[str, Any], index) -> tuple[np.ndarray, dict[str, Any]]:
+        """Indices of the training subset and the settings that drew it."""
+        longtail = self.config.data.longtail
+        if index is not None:
+            index.apply(full)  # checks the dataset is the one the index was built from
+            return index.indices, dict(index.settings)
+        if longtail is None:
+            return np.arange(len(full)), {}
+        reserve = self._reserve(source)
+        largest = longtail.max_per_class
+        if largest is None:
+            largest = int(np.bincount(full.labels[pool_indices(len(full), reserve)], minlength=full.num_classes).min())
+        indices = longtail_indices(
+            full.labels, longtail.imbalance_factor, largest, longtail.profile, longtail.seed, reserve, full.num_classes, longtail.step_fraction
+        )
+        settings = {
+            "imbalance_factor": longtail.imbalance_factor, "max_per_class": largest, "profile": longtail.profile,
+            "seed": longtail.seed, "reserve": reserve,
+        }
+        return indices, settings
+
+    def _oracle(self, data: DataOutput) -> LabeledImages:
+        """The balanced real set: max(long-tail count) images of every class from the same pool."""
+        if data.oracle_draw is None:
+            raise SynaugError("the oracle recipe needs data.longtail or data.index; add one or remove 'oracle' from runs.recipes.")
+        full = self._load(data.source)
+        pool = pool_indices(len(full), data.oracle_draw["reserve"])
+        per_class = int(data.train.class_counts().max())
+        try:
+            chosen = balanced_subset(full.labels[pool], per_class, data.oracle_draw["seed"], full.num_classes)
+        except SynaugError as exc:
+            raise SynaugError(f"the oracle needs {per_class} real images of every class in the pool: {exc}") from None
+        return full.subset(pool[chosen])
+
+    def _load(self, source: dict[str, Any]) -> LabeledImages:
+        key = json.dumps(source, sort_keys=True)
+        if key not in self._datasets:
+            self._datasets[key] = load_dataset(**source)
+        return self._datasets[key]
+
+    # ---- plans -------------------------------------------------------------------------------
+    def _plan_stage(self, data: DataOutput) -> PlanOutput:
+        section = self.config.plan
+        names = self._prompt_names(data.train.class_names)
+        if not data.train.in_memory and data.train.size is None:
+            raise SynaugError(f"{self.config_name}: synthetic images must match the real ones' size; set data.size (e.g. 224) for file-backed data.")
+        inputs = {"data": data.digest, "plan": {**to_dict(section), "class_prompt_names": names}, "seed": self.config.generator.seed}
+
+        def build(folder: Path, facts: dict[str, Any]) -> None:
+            plan = plan_for_dataset(
+                data.train, section.strategy, target=section.target, budget=section.budget, templates=section.templates,
+                class_prompt_names=names, negative_prompt=section.negative_prompt, seed=self.config.generator.seed,
+            )
+            plan.save(folder / PLAN_FILE)
+            facts.update(images=plan.total, plan_digest=plan.digest())
+
+        output = self._stage("plan", "synthesis plan", inputs, build)
+        plan = SynthesisPlan.load(output.folder / PLAN_FILE)
+        self._say("plan", f"{plan.strategy}: {plan.total:,} synthetic images (plan digest {plan.digest()})")
+        return PlanOutput(output.digest, plan)
+
+    def _extra_plan_stage(self, data: DataOutput, fill: PlanOutput, recipes: Sequence[Recipe]) -> PlanOutput | None:
+        counts = extra_counts(recipes, data.train.class_counts(), self._replace_ids(data), self.config.runs.substitute_fraction)
+        if not counts.any():
+            return None
+        inputs = {"plan": fill.digest, "counts": counts.tolist()}
+        plan = fill.plan
+
+        def build(folder: Path, facts: dict[str, Any]) -> None:
+            extra = make_plan(
+                np.zeros(len(plan.class_names), dtype=np.int64), plan.class_names,
+                {name: int(n) for name, n in zip(plan.class_names, counts) if n > 0},
+                templates=plan.templates, class_prompt_names=dict(zip(plan.class_names, plan.prompt_names)),
+                negative_prompt=plan.negative_prompt, seed=plan.seed + EXTRA_SEED_OFFSET,
+                image_size=plan.image_size, channels=plan.channels,
+            )
+            extra.save(folder / PLAN_FILE)
+            facts.update(images=extra.total, plan_digest=extra.digest())
+
+        output = self._stage("plan-extra", "extra images for replace / substitute", inputs, build)
+        return PlanOutput(output.digest, SynthesisPlan.load(output.folder / PLAN_FILE))
+
+    def _prompt_names(self, class_names: Sequence[str]) -> dict[str, str] | None:
+        """plan.class_prompt_names as a mapping (read from its file when it names one)."""
+        value = self.config.plan.class_prompt_names
+        if value is None or isinstance(value, dict):
+            return value
+        path = Path(value)
+        if not path.is_file():
+            raise SynaugError(f"{self.config_name}: plan.class_prompt_names file {path} does not exist; give a file with one prompt name per class, in label order.")
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if len(lines) != len(class_names):
+            raise SynaugError(f"plan.class_prompt_names file {path} has {len(lines)} names for {len(class_names)} classes; give one name per class, in label order.")
+        return dict(zip(class_names, lines))
+
+    def _replace_ids(self, data: DataOutput) -> list[int]:
+        thresholds = self.config.evaluate
+        return replace_class_ids(
+            self.config.runs.replace_classes, data.train.class_counts(), data.train.class_names,
+            thresholds.many_threshold, thresholds.few_threshold,
+        )
+
+    # ---- generation --------------------------------------------------------------------------
+    def _generate_stage(self, stage: str, planned: PlanOutput) -> StoreOutput:
+        section = self.config.generator
+        plan = planned.plan
+        sampler = self._sampler()
+        external = _absolute(section.store) if stage == "generate" else None
+        inputs = {
+            "plan": plan.digest(),
+            "generator": generator_fingerprint(section.spec),
+            "sampler": {k: sampler[k] for k in ("scheduler", "steps", "guidance_scale", "dtype")},
+            "store": external,
+        }
+        digest = stage_digest(stage, inputs)
+        label = f"{plan.total:,} images with {section.spec}"
+        record = self.cache.record(stage, digest)
+        if record is None and not self._may_compute(stage):
+            self._missing_store(stage, inputs)
+        if record is None:
+            folder = self.cache.resumable(stage, digest)
+            root = Path(external) if external else folder / "store"
+            started = time.perf_counter()
+            facts: dict[str, Any] = {"store": None if plan.total == 0 else str(root), "planned": plan.total}
+            if plan.total:
+                backend = self._load_backend()
+                self._check_store(root, plan, backend, external is not None)
+                self._say(stage, f"{label}: {backend.generator_id} ({_settings_text(backend.settings())}), into {root}")
+                from synaug.generate.runner import generate_plan
+
+                summary = generate_plan(plan, backend, SyntheticStore(root), progress=self.progress)
+                facts.update(
+                    generator_id=backend.generator_id, settings=backend.settings(), generated=summary.generated,
+                    already_done=summary.already_done, failed=summary.failed, images_per_second=summary.images_per_second,
+                )
+            record = self.cache.finish(stage, digest, inputs, facts, time.perf_counter() - started)
+            self._note(stage, label, record, cached=False)
+        else:
+            self._note(stage, label, record, cached=True)
+        root = Path(record["store"]) if record.get("store") else None
+        return StoreOutput(digest, root, record.get("generator_id"), record.get("settings") or {})
+
+    def _sampler(self) -> dict[str, Any]:
+        """The generator's sampler settings, with device and dtype "auto" resolved for this machine."""
+        section = self.config.generator
+        device = section.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = section.dtype
+        if dtype == "auto":
+            from synaug.train.trainer import autocast_dtype
+
+            chosen = autocast_dtype("auto", torch.device(device))
+            dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(chosen, "fp32")
+        return {
+            "scheduler": section.scheduler, "steps": section.steps, "guidance_scale": section.guidance, "dtype": dtype,
+            "device": device, "batch_size": section.batch_size,
+        }
+
+    def _load_backend(self):
+        if self._backend is None:
+            from synaug.cli.generate import load_generator
+
+            self._backend = load_generator(self.config.generator.spec, **self._sampler())
+        return self._backend
+
+    def _check_store(self, root: Path, plan: SynthesisPlan, backend, external: bool) -> None:
+        """Refuse a store made by another plan or generator, naming the config and the fix."""
+        path = root / INFO_FILE
+        if not path.is_file():
+            return
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise SynaugError(f"{path} is corrupt; delete the store {root} or use a new output folder (--out).") from None
+        where = f"store {root}" + (f" (generator.store in {self.config_name})" if external else "")
+        fix = ("remove generator.store to generate a matching store in the output folder, or use a new output folder (--out)"
+               if external else f"delete {root} or use a new output folder (--out)")
+        if info.get("plan_digest") != plan.digest():
+            raise SynaugError(f"{where} was made by a different plan (digest {info.get('plan_digest')}) than {self.config_name} asks for (digest {plan.digest()}); {fix}.")
+        settings = backend.settings()
+        if info.get("generator_id") != backend.generator_id or json.dumps(info.get("settings"), sort_keys=True) != json.dumps(settings, sort_keys=True):
+            raise SynaugError(
+                f"{where} was made by generator {info.get('generator_id')} ({_settings_text(info.get('settings') or {})}), not by "
+                f"{backend.generator_id} ({_settings_text(settings)}) as {self.config_name} asks; {fix}."
+            )
+
+    def _missing_store(self, stage: str, inputs: dict[str, Any]) -> NoReturn:
+        others = [r for r in self.cache.finished(stage) if r.get("store")]
+        if others:
+            other = others[0]
+            raise SynaugError(
+                f"the synthetic store in {self.cache.root / (stage + '-' + other['digest'])} was made by a different plan or generator "
+                f"(plan {other['inputs'].get('plan')}, {other.get('generator_id')}) than {self.config_name} asks for "
+                f"(plan {inputs['plan']}, {self.config.generator.spec} {_settings_text(inputs['sampler'])}); "
+                f"run `synaug run {self.config_name} --stage generate` to make a matching store, or use a new output folder (--out)."
+            )
+        self._missing(stage, "synthetic images")
+
+    # ---- training, cRT, evaluation -------------------------------------------------------------
+    def _train_stage(self, recipe: Recipe, seed: int, data: DataOutput, fill: StoreOutput | None, extra: StoreOutput | None) -> ModelOutput:
+        config = self.config.train.train_config(seed, recipe.mixup)
+        inputs = self._training_set_inputs(recipe, data, fill, extra)
+        inputs["train"] = to_dict(config)
+        label = f"{config.model} on the '{recipe.training_set}' set{' with Mixup' if recipe.mixup else ''}, seed {seed}"
+
+        def build(folder: Path, facts: dict[str, Any]) -> None:
+            from synaug.train import save_checkpoint, train_classifier
+
+            train_set = self._training_set(recipe, seed, data, fill, extra)
+            real, synthetic = int((~train_set.is_synthetic).sum()), int(train_set.is_synthetic.sum())
+            self._say("train", f"{recipe.name}: {real:,} real + {synthetic:,} synthetic images, {config.epochs} epochs")
+            result = train_classifier(train_set, config, progress=self.progress)
+            save_checkpoint(result, folder / CHECKPOINT, extra={"data": data.source, "training_set": recipe.training_set})
+            facts.update(
+                sample_counts=result.sample_counts, real_per_class=result.train_counts.tolist(),
+                synthetic_per_class=result.synthetic_counts.tolist(), train_seconds=result.seconds, last_epoch=result.history[-1],
+            )
+
+        output = self._stage("train", label, inputs, build)
+        return ModelOutput("train", output.digest, output.folder / CHECKPOINT, output.record)
+
+    def _crt_stage(
+        self, recipe: Recipe, seed: int, trained: ModelOutput, data: DataOutput, fill: StoreOutput | None, extra: StoreOutput | None
+    ) -> ModelOutput:
+        section = self.config.crt
+        inputs = {"model": trained.digest, "crt": to_dict(section), "seed": seed}
+        label = f"re-train the classifier of {recipe.name} on {section.source} images (class-balanced), seed {seed}"
+
+        def build(folder: Path, facts: dict[str, Any]) -> None:
+            from synaug.train import load_checkpoint, retrain_classifier, save_checkpoint
+
+            model, normalizer, meta = load_checkpoint(trained.checkpoint, self._device())
+            train_set = self._training_set(recipe, seed, data, fill, extra)
+            retrained = retrain_classifier(
+                model, train_set, normalizer, epochs=section.epochs, batch_size=section.batch_size, lr=section.lr,
+                weight_decay=section.weight_decay, seed=seed, source=section.source,
+            )
+            save_checkpoint(_result_from_checkpoint(retrained, normalizer, meta), folder / CHECKPOINT, extra={"crt": to_dict(section)})
+
+        output = self._stage("crt", label, inputs, build)
+        record = {**trained.record, "crt_seconds": output.record["seconds"]}
+        return ModelOutput("crt", output.digest, output.folder / CHECKPOINT, record)
+
+    def _evaluate_stage(self, recipe: Recipe, seed: int, model: ModelOutput, data: DataOutput) -> dict[str, Any]:
+        section = self.config.evaluate
+        inputs = {"model": {"stage": model.stage, "digest": model.digest}, "data": data.digest, "evaluate": to_dict(section)}
+        label = f"{recipe.name}, seed {seed}, on {len(data.test):,} test images"
+
+        def build(folder: Path, facts: dict[str, Any]) -> None:
+            from synaug.train import infer, load_checkpoint
+
+            classifier, normalizer, _ = load_checkpoint(model.checkpoint, self._device())
+            logits = infer(classifier, data.test, normalizer, batch_size=section.batch_size, num_workers=0 if data.test.in_memory else self.config.train.num_workers)
+            metrics = evaluate(
+                logits, data.test.labels, data.train.class_counts(), data.train.class_names, section.many_threshold, section.few_threshold
+            )
+            (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
+            facts.update(top1=metrics["top1"], few=metrics["few"])
+
+        output = self._stage("evaluate", label, inputs, build)
+        return json.loads((output.folder / METRICS_FILE).read_text())
+
+    def _training_set_inputs(self, recipe: Recipe, data: DataOutput, fill: StoreOutput | None, extra: StoreOutput | None) -> dict[str, Any]:
+        """What decides a recipe's training set, for the train stage's digest."""
+        inputs: dict[str, Any] = {"training_set": recipe.training_set, "data": data.digest}
+        if recipe.uses_synthetic:
+            inputs["synthetic"] = fill.digest if fill else None
+        if recipe.training_set == "replace":
+            inputs.update(extra=extra.digest if extra else None, replace=self._replace_ids(data))
+        if recipe.training_set == "substitute":
+            inputs.update(extra=extra.digest if extra else None, fraction=self.config.runs.substitute_fraction)
+        return inputs
+
+    def _training_set(self, recipe: Recipe, seed: int, data: DataOutput, fill: StoreOutput | None, extra: StoreOutput | None) -> LabeledImages:
+        key = (recipe.training_set,)
+        if key not in self._training_sets:
+            in_memory = data.train.in_memory
+            self._training_sets[key] = build_training_set(
+                recipe.training_set,
+                data.train,
+                synthetic=self._store_images(fill, data, in_memory) if recipe.uses_synthetic else None,
+                extra=self._store_images(extra, data, in_memory) if recipe.uses_extra and extra is not None else None,
+                oracle=self._oracle(data) if recipe.training_set == "oracle" else None,
+                replace_ids=self._replace_ids(data) if recipe.training_set == "replace" else (),
+                fraction=self.config.runs.substitute_fraction,
+                seed=int((self.config.data.longtail.seed if self.config.data.longtail else 0)),
+            )
+        return self._training_sets[key]
+
+    def _store_images(self, store: StoreOutput | None, data: DataOutput, in_memory: bool) -> LabeledImages:
+        """The store's finished images, labelled like the real data (an empty set when there are none)."""
+        if store is None or store.root is None:
+            return data.train.subset(np.zeros(0, dtype=np.int64))
+        images = SyntheticStore(store.root).load(class_names=data.train.class_names, in_memory=in_memory)
+        return images if len(images) else data.train.subset(np.zeros(0, dtype=np.int64))
+
+    def _device(self) -> torch.device:
+        from synaug.train.trainer import resolve_device
+
+        return resolve_device(self.config.train.device)
+
+    def _run_result(self, recipe: Recipe, seed: int, model: ModelOutput, metrics: dict[str, Any]) -> RunResult:
+        record = model.record
+        return RunResult(
+            recipe=recipe.name,
+            label=self._label(recipe),
+            seed=seed,
+            metrics=metrics,
+            sample_counts=dict(record.get("sample_counts", {})),
+            synthetic_per_class=list(record.get("synthetic_per_class", [])),
+            real_per_class=list(record.get("real_per_class", [])),
+            train_seconds=record.get("train_seconds"),
+        )
+
+    def _label(self, recipe: Recipe) -> str:
+        runs = self.config.runs
+        if recipe.name == "replace":
+            spec = runs.replace_classes
+            which = f"{spec}-shot classes" if isinstance(spec, str) else ", ".join(spec)
+            return f"replace {which} by synthetic + Mixup"
+        if recipe.name == "substitute":
+            return f"substitute {100 * runs.substitute_fraction:.0f} % of real by synthetic + Mixup"
+        if recipe.crt and self.config.crt.source != "real":
+            return f"{recipe.label} (cRT on {self.config.crt.source})"
+        return recipe.label
+
+    # ---- report ------------------------------------------------------------------------------
+    def _report_stage(self, runs: list[RunResult], data: DataOutput, fill: StoreOutput | None, started: float, environment: dict) -> PipelineResult:
+        self._say("report", "writing report.md, results.json and the plots")
+        report_started = time.perf_counter()
+        class_names = list(data.train.class_names)
+        before = data.train.class_counts()
+        after, generated, real = None, None, None
+        if fill is not None and fill.root is not None:
+            synthetic = self._store_images(fill, data, in_memory=False)
+            after = (before + synthetic.class_counts()).tolist()
+            if len(synthetic):
+                generated = synthetic.subset(first_per_class(synthetic.labels, np.full(len(class_names), GRID_PER_CLASS))).materialize()
+                real = data.train.subset(first_per_class(data.train.labels, np.full(len(class_names), GRID_PER_CLASS))).materialize()
+        generator = None
+        if fill is not None and fill.generator_id:
+            generator = {"id": fill.generator_id, "settings": fill.settings, "spec": self.config.generator.spec, "seed": self.config.generator.seed}
+        environment = {**environment, "load_average_end": os.getloadavg()[0]}
+        inputs = ReportInputs(
+            title=self.title or f"SYNAuG pipeline: {self.config_name}",
+            command=self.command, config_name=self.config_name, config_text=self.config_text, runs=runs,
+            class_names=class_names, counts_before=before.tolist(), timings=self.timings,
+            wall_seconds=time.perf_counter() - started, seeds=list(self.config.runs.seeds), dataset=data.description,
+            overrides=self.overrides, config=self.config.to_dict(), generator=generator, counts_after=after,
+            generated_samples=generated, real_samples=real, environment=environment,
+        )
+        folder = write_report(inputs, self.out / "report")
+        self.timings.append(StageTiming("report", "report.md, results.json, plots", time.perf_counter() - report_started))
+        result = self._result(runs, started, environment)
+        result.report = folder
+        return result
+
+    def _result(self, runs: list[RunResult], started: float, environment: dict) -> PipelineResult:
+        return PipelineResult(runs, aggregate(runs), self.timings, time.perf_counter() - started, None, environment)
+
+    # ---- stage bookkeeping -------------------------------------------------------------------
+    def _stage(self, stage: str, label: str, inputs: dict[str, Any], build: Callable[[Path, dict[str, Any]], None]) -> StageOutput:
+        """The finished output of a stage: from the cache, or built now when this run may compute it."""
+        digest = stage_digest(stage, inputs)
+        record = self.cache.record(stage, digest)
+        if record is None:
+            if not self._may_compute(stage):
+                self._missing(stage, label)
+            self._say(stage, f"{label} ...")
+            with self.cache.build(stage, digest, inputs) as (folder, facts):
+                build(folder, facts)
+            record = self.cache.record(stage, digest)
+            self._note(stage, label, record, cached=False)
+        else:
+            self._note(stage, label, record, cached=True)
+        return StageOutput(digest, self.cache.folder(stage, digest), record)
+
+    def _may_compute(self, stage: str) -> bool:
+        """Whether this run computes ``stage`` (all stages, or only the one asked for)."""
+        group = "plan" if stage == "plan-extra" else "generate" if stage == "generate-extra" else stage
+        return self.target is None or self.target == group
+
+    def _missing(self, stage: str, label: str) -> NoReturn:
+        group = "plan" if stage == "plan-extra" else "generate" if stage == "generate-extra" else stage
+        raise SynaugError(
+            f"--stage {self.target} needs the '{group}' stage's output ({label}) for {self.config_name}, and {self.cache.root} has none; "
+            f"run `synaug run {self.config_name} --stage {group}` first (or run without --stage to run every stage)."
+        )
+
+    def _note(self, stage: str, label: str, record: dict[str, Any], cached: bool) -> None:
+        folder = self.cache.folder(stage, record["digest"])
+        self.timings.append(StageTiming(stage, label, float(record["seconds"]), cached, str(folder)))
+        status = "cached" if cached else f"done in {record['seconds']:.1f} s"
+        self._say(stage, f"{label}: {status}")
+
+    def _say(self, stage: str, text: str) -> None:
+        self.console.print(Text.assemble((f"{stage:>14} ", "bold cyan"), text))
+
+    def _environment(self) -> dict[str, Any]:
+        return {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "device": str(self._device()),
+            "load_average_start": os.getloadavg()[0],
+        }
+
+    def _describe_data(self, source: dict[str, Any], train: LabeledImages, test: LabeledImages, settings: dict[str, Any]) -> str:
+        counts = train.class_counts()
+        name = source["kind"] + ("" if source.get("split") in (None, "train") else f" {source['split']}")
+        if settings.get("imbalance_factor") is not None:
+            name += f"-LT (IF {settings['imbalance_factor']:g}, at most {settings.get('max_per_class')} per class"
+            if settings.get("reserve"):
+                name += f", drawn from the {100 * (1 - settings['reserve']):.0f} % not reserved for the generator"
+            name += ")"
+        return (
+            f"{name}: {len(train):,} real training images in {train.num_classes} classes "
+            f"({int(counts.max())} to {int(counts.min())} per class), {len(test):,} test images"
+        )
+
+
+def run_pipeline(config: RunConfig, *, stage: str | None = None, **options: Any) -> PipelineResult:
+    """Run ``config`` (see :class:`Pipeline` for the options) and return its results."""
+    return Pipeline(config, **options).run(stage)
+
+
+def generator_fingerprint(spec: str) -> dict[str, Any]:
+    """What identifies a generator's weights without loading them (part of the generate digest).
+
+    Embedded generators: the SHA-256 of the UNet weights (as in their generator id). Other
+    model folders: names, sizes and modification times of their files. Hub ids and
+    python: factories: the spec itself.
+    """
+    from synaug.generate.backends.embedded import SHIPPED_FOLDER, SPEC_FILE, weights_digest
+
+    if spec.startswith("python:"):
+        return {"spec": spec}
+    folder = SHIPPED_FOLDER if spec == "embedded" else Path(spec).expanduser()
+    if (folder / SPEC_FILE).is_file() and (folder / "unet").is_dir():
+        return {"spec": spec, "weights": weights_digest(folder / "unet")}
+    if folder.is_dir():
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        listing = [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+        return {"spec": str(folder.resolve()), "files": hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]}
+    return {"spec": spec}
+
+
+def _result_from_checkpoint(model: torch.nn.Module, normalizer, meta: dict[str, Any]):
+    """A TrainResult for ``model`` carrying a loaded checkpoint's description (to save it again)."""
+    from synaug.train.trainer import TrainConfig, TrainResult
+
+    channels = int(meta["in_channels"])
+    return TrainResult(
+        model=model,
+        history=meta.get("history", []),
+        normalizer=normalizer,
+        config=TrainConfig(**meta["train_config"]),
+        class_names=list(meta["class_names"]),
+        train_counts=np.asarray(meta["train_counts"]),
+        synthetic_counts=np.asarray(meta["synthetic_counts"]),
+        sample_counts=dict(meta["sample_counts"]),
+        image_shape=(channels, *[int(s) for s in meta["image_size"]]),
+        seconds=float(meta.get("train_seconds", 0.0)),
+    )
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    shown = {k: v for k, v in settings.items() if k in ("scheduler", "steps", "guidance_scale", "dtype") and v is not None}
+    return ", ".join(f"{k} {v}" for k, v in shown.items()) or "default settings"

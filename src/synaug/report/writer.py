@@ -1,0 +1,347 @@
+"""The report folder: ``report.md``, ``results.json`` and the PNGs it shows.
+
+::
+
+    REPORT/report.md                 results table, fidelity checks, plots, counts, timings, how to reproduce
+    REPORT/results.json              everything in the tables, per seed and aggregated, plus the config
+    REPORT/results.png               overall / many / medium / few accuracy per recipe (error bars: std over seeds)
+    REPORT/class_histogram.png       images per class before (real long tail) and after filling
+    REPORT/per_class_accuracy.png    per-class accuracy, baseline vs SYNAuG (means over seeds)
+    REPORT/confusion_matrix-<recipe>.png   baseline and SYNAuG, first seed (up to 30 classes)
+    REPORT/samples.png               synthetic images of each class next to real ones
+
+The folder is built next to its final place and swapped in when complete, so a report is
+never half-written.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from synaug.data.dataset import LabeledImages
+from synaug.data.describe import plot_class_histogram
+from synaug.data.registry import write_atomic
+from synaug.evaluate.plots import LABELLED_CLASSES_MAX, plot_confusion_matrix, plot_per_class_accuracy
+from synaug.report.results import METRIC_LABELS, METRICS, RecipeSummary, RunResult, StageTiming, aggregate, fidelity_checks, mean_metrics
+
+SAMPLE_GRID_CLASSES = 20
+
+
+@dataclass
+class ReportInputs:
+    """Everything a report shows.
+
+    ``config_text`` is the config file verbatim and ``overrides`` what the command changed in
+    it; ``counts_after`` the real + synthetic images per class of the filled set (None without
+    synthetic data); ``generated_samples``/``real_samples`` a few images per class for the grid.
+    """
+
+    title: str
+    command: str
+    config_name: str
+    config_text: str
+    runs: list[RunResult]
+    class_names: list[str]
+    counts_before: list[int]
+    timings: list[StageTiming]
+    wall_seconds: float
+    seeds: list[int]
+    dataset: str = ""
+    overrides: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    generator: dict[str, Any] | None = None
+    counts_after: list[int] | None = None
+    generated_samples: LabeledImages | None = None
+    real_samples: LabeledImages | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+
+
+def write_report(inputs: ReportInputs, folder: str | Path) -> Path:
+    """Write the report folder (see the module doc) and return its path."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    building = folder.with_name(f".{folder.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    building.mkdir()
+    try:
+        _write_contents(inputs, building)
+        _swap_in(building, folder)
+    finally:
+        if building.exists():
+            shutil.rmtree(building, ignore_errors=True)
+    return folder
+
+
+def comparison_pair(summaries: Sequence[RecipeSummary]) -> list[RecipeSummary]:
+    """The recipes the per-class plot compares: baseline (CE + cRT, else CE) and SYNAuG, else all."""
+    by_name = {s.recipe: s for s in summaries}
+    baseline = by_name.get("ce_crt") or by_name.get("ce")
+    method = by_name.get("synaug") or by_name.get("fill_mixup") or by_name.get("fill")
+    return [baseline, method] if baseline and method else list(summaries)
+
+
+def results_table(summaries: Sequence[RecipeSummary]) -> str:
+    """The Markdown results table: one row per recipe, accuracy in % (mean ± std over seeds)."""
+    lines = [
+        "| recipe | real images | synthetic images | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " | seeds |",
+        "|---|---:|---:|" + "---:|" * len(METRICS) + "---|",
+    ]
+    for summary in summaries:
+        counts = summary.sample_counts
+        cells = " | ".join(summary.cell(metric) for metric in METRICS)
+        seeds = ", ".join(str(s) for s in summary.seeds)
+        lines.append(f"| {summary.label} | {counts.get('real', 0):,} | {counts.get('synthetic', 0):,} | {cells} | {seeds} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- contents ------------------------------------------------------------------------------
+def _write_contents(inputs: ReportInputs, out: Path) -> None:
+    summaries = aggregate(inputs.runs)
+    first = {}
+    for run in inputs.runs:
+        first.setdefault(run.recipe, run)
+    figures = _figures(inputs, summaries, first, out)
+    write_atomic(out / "results.json", json.dumps(_results_json(inputs, summaries), indent=1, default=str) + "\n")
+    write_atomic(out / "report.md", _markdown(inputs, summaries, figures))
+
+
+def _figures(inputs: ReportInputs, summaries: list[RecipeSummary], first: dict[str, RunResult], out: Path) -> dict[str, str]:
+    """Draw every PNG; returns {figure kind: file name}."""
+    figures: dict[str, str] = {}
+    if summaries:
+        _plot_results(summaries, out / "results.png")
+        figures["results"] = "results.png"
+    plot_class_histogram(
+        inputs.counts_before, inputs.class_names, out / "class_histogram.png",
+        title="images per class: real long tail" + (" and after filling with synthetic images" if inputs.counts_after else ""),
+        counts_after=inputs.counts_after, legend=("real", "real + synthetic"),
+    )
+    figures["histogram"] = "class_histogram.png"
+    compared = comparison_pair(summaries)
+    if compared:
+        template = first[compared[0].recipe].metrics
+        plot_per_class_accuracy(
+            {s.label: mean_metrics(s, template) for s in compared}, out / "per_class_accuracy.png",
+            title="Per-class accuracy" + (" (mean over seeds)" if len(inputs.seeds) > 1 else ""),
+        )
+        figures["per_class"] = "per_class_accuracy.png"
+        if len(inputs.class_names) <= LABELLED_CLASSES_MAX:
+            for summary in compared[:2]:
+                name = f"confusion_matrix-{_slug(summary.recipe)}.png"
+                run = first[summary.recipe]
+                plot_confusion_matrix(run.metrics, out / name, title=f"Confusion matrix: {summary.label} (seed {run.seed})")
+                figures[f"confusion:{summary.recipe}"] = name
+    if inputs.generated_samples is not None and inputs.real_samples is not None and len(inputs.generated_samples):
+        from synaug.generators.check import sample_grid
+
+        generated, real = _grid_classes(inputs.generated_samples, inputs.real_samples, inputs.counts_before)
+        sample_grid(generated, real, out / "samples.png")
+        figures["samples"] = "samples.png"
+    return figures
+
+
+def _plot_results(summaries: Sequence[RecipeSummary], path: Path) -> None:
+    """Grouped bars: overall, many, medium, few per recipe, with std error bars when there are seeds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metrics = ("top1", "many", "medium", "few")
+    width = 0.8 / len(summaries)
+    figure = Figure(figsize=(max(8.0, 1.6 * len(metrics) + 0.4 * len(summaries) + 3.0), 4.2), layout="constrained")
+    axes = figure.add_subplot()
+    positions = np.arange(len(metrics))
+    for index, summary in enumerate(summaries):
+        means = [np.nan if summary.mean[m] is None else summary.mean[m] for m in metrics]
+        errors = [0.0 if summary.std[m] is None else summary.std[m] for m in metrics]
+        axes.bar(positions - 0.4 + width * (index + 0.5), means, width, yerr=errors, capsize=2, label=summary.label)
+    axes.set_xticks(positions, [METRIC_LABELS[m] for m in metrics])
+    axes.set(ylim=(0, 100), ylabel="accuracy (%)", title="Accuracy by recipe")
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure)
+    figure.savefig(buffer, format="png", dpi=120)
+    write_atomic(path, buffer.getvalue())
+
+
+def _grid_classes(generated: LabeledImages, real: LabeledImages, counts: Sequence[int]) -> tuple[LabeledImages, LabeledImages]:
+    """The sample sets restricted to at most 20 classes, spread over the long tail, relabelled."""
+    num_classes = len(real.class_names)
+    if num_classes <= SAMPLE_GRID_CLASSES:
+        return generated, real
+    by_size = np.argsort(-np.asarray(counts), kind="stable")
+    chosen = by_size[np.linspace(0, num_classes - 1, SAMPLE_GRID_CLASSES).round().astype(int)]
+    mapping = {int(c): i for i, c in enumerate(chosen)}
+    names = [real.class_names[int(c)] for c in chosen]
+
+    def restrict(data: LabeledImages) -> LabeledImages:
+        keep = np.flatnonzero(np.isin(data.labels, chosen))
+        part = data.subset(keep)
+        return LabeledImages(labels=[mapping[int(l)] for l in part.labels], class_names=names, images=part.images, is_synthetic=part.is_synthetic)
+
+    return restrict(generated), restrict(real)
+
+
+def _results_json(inputs: ReportInputs, summaries: list[RecipeSummary]) -> dict[str, Any]:
+    keep_confusion = len(inputs.class_names) <= LABELLED_CLASSES_MAX
+    runs = []
+    for run in inputs.runs:
+        metrics = {k: v for k, v in run.metrics.items() if keep_confusion or k != "confusion_matrix"}
+        runs.append({**asdict(run), "metrics": metrics})
+    return {
+        "title": inputs.title,
+        "dataset": inputs.dataset,
+        "command": inputs.command,
+        "seeds": inputs.seeds,
+        "generator": inputs.generator,
+        "recipes": {
+            s.recipe: {
+                "label": s.label, "seeds": s.seeds, "mean": s.mean, "std": s.std,
+                "sample_counts": s.sample_counts, "per_class_mean": s.per_class_mean,
+            }
+            for s in summaries
+        },
+        "fidelity": fidelity_checks(summaries),
+        "class_names": inputs.class_names,
+        "counts_before": list(inputs.counts_before),
+        "counts_after": None if inputs.counts_after is None else list(inputs.counts_after),
+        "runs": runs,
+        "stage_timings": [asdict(t) for t in inputs.timings],
+        "wall_seconds": inputs.wall_seconds,
+        "environment": inputs.environment,
+        "config_file": inputs.config_name,
+        "config_text": inputs.config_text,
+        "overrides": inputs.overrides,
+        "config": inputs.config,
+    }
+
+
+def _markdown(inputs: ReportInputs, summaries: list[RecipeSummary], figures: dict[str, str]) -> str:
+    seeds = ", ".join(str(s) for s in inputs.seeds)
+    spread = f"mean ± std over seeds {seeds}" if len(inputs.seeds) > 1 else f"seed {seeds}"
+    parts = [f"# {inputs.title}\n\n"]
+    intro = []
+    if inputs.dataset:
+        intro.append(inputs.dataset + ".")
+    if inputs.generator:
+        intro.append(f"Generator `{inputs.generator.get('id')}`.")
+    intro.append(f"Wall time {_duration(inputs.wall_seconds)}.")
+    parts.append(" ".join(intro) + "\n\n")
+
+    parts.append(f"## Results\n\nTop-1 accuracy in % on the test set ({spread}). Many / medium / few: mean per-class accuracy "
+                 "of the classes with > {many} / {few}–{many} / < {few} real training images in the long tail.\n\n"
+                 .format(**_thresholds(inputs.runs)))
+    parts.append(results_table(summaries))
+    if "results" in figures:
+        parts.append(f"\n![accuracy by recipe]({figures['results']})\n")
+    checks = fidelity_checks(summaries)
+    if checks:
+        parts.append("\n### SYNAuG targets\n\n" + "\n".join(f"- {line}" for line in checks) + "\n")
+
+    parts.append("\n## Class balance\n\n")
+    if inputs.counts_after is not None:
+        parts.append("Real images per class in the long tail, and real + synthetic after filling.\n\n")
+    parts.append(f"![class histogram]({figures['histogram']})\n\n")
+    parts.append(_counts_table(inputs))
+
+    if "per_class" in figures:
+        compared = comparison_pair(summaries)
+        parts.append(f"\n## Per class\n\n{' vs '.join(s.label for s in compared)}.\n\n![per-class accuracy]({figures['per_class']})\n\n")
+        parts.append(_per_class_table(inputs, summaries))
+        confusions = [name for key, name in figures.items() if key.startswith("confusion:")]
+        if confusions:
+            parts.append("\n" + " ".join(f"![{name}]({name})" for name in confusions) + "\n")
+
+    if "samples" in figures:
+        parts.append(f"\n## Synthetic next to real\n\nFor each class a row of synthetic images, then a row of real ones "
+                     f"(black squares: fewer images than the row holds).\n\n![samples]({figures['samples']})\n")
+
+    parts.append("\n## Stage timings\n\n" + _timings_table(inputs))
+    parts.append(_reproduce(inputs))
+    return "".join(parts)
+
+
+def _thresholds(runs: Sequence[RunResult]) -> dict[str, int]:
+    thresholds = runs[0].metrics["thresholds"] if runs else {"many": 100, "few": 20}
+    return {"many": thresholds["many"], "few": thresholds["few"]}
+
+
+def _counts_table(inputs: ReportInputs) -> str:
+    lines = ["| class | real | synthetic (fill) |", "|---|---:|---:|"]
+    after = inputs.counts_after or inputs.counts_before
+    if len(inputs.class_names) > LABELLED_CLASSES_MAX:
+        total_real, total_after = int(np.sum(inputs.counts_before)), int(np.sum(after))
+        return f"{len(inputs.class_names)} classes: {total_real:,} real images, {total_after - total_real:,} synthetic added by the fill plan.\n"
+    for name, real, total in zip(inputs.class_names, inputs.counts_before, after):
+        lines.append(f"| {name} | {real:,} | {total - real:,} |")
+    return "\n".join(lines) + "\n"
+
+
+def _per_class_table(inputs: ReportInputs, summaries: Sequence[RecipeSummary]) -> str:
+    if len(inputs.class_names) > LABELLED_CLASSES_MAX:
+        return ""
+    lines = ["| class | real | " + " | ".join(s.label for s in summaries) + " |", "|---|---:|" + "---:|" * len(summaries)]
+    for index, (name, count) in enumerate(zip(inputs.class_names, inputs.counts_before)):
+        cells = " | ".join("–" if s.per_class_mean[index] is None else f"{s.per_class_mean[index]:.1f}" for s in summaries)
+        lines.append(f"| {name} | {count:,} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def _timings_table(inputs: ReportInputs) -> str:
+    lines = ["| stage | what | seconds | |", "|---|---|---:|---|"]
+    computed = 0.0
+    for timing in inputs.timings:
+        note = "cached (time of the run that computed it)" if timing.cached else ""
+        computed += 0.0 if timing.cached else timing.seconds
+        lines.append(f"| {timing.stage} | {timing.label} | {timing.seconds:.1f} | {note} |")
+    env = inputs.environment
+    machine = []
+    if env.get("cpu_count"):
+        machine.append(f"{env['cpu_count']} CPU cores, {env.get('torch_threads')} torch threads")
+    if env.get("device"):
+        machine.append(f"device {env['device']}")
+    if env.get("load_average_start") is not None:
+        machine.append(f"load average {env['load_average_start']:.1f} at the start and {env.get('load_average_end', 0):.1f} at the end")
+    text = "\n".join(lines) + f"\n\nComputed in this run: {computed:.0f} s of {inputs.wall_seconds:.0f} s wall time"
+    if machine:
+        text += " (" + "; ".join(machine) + ")"
+    return text + ".\n"
+
+
+def _reproduce(inputs: ReportInputs) -> str:
+    lines = ["\n## Reproduce\n", f"```sh\n{inputs.command}\n```\n", f"Seeds: {', '.join(str(s) for s in inputs.seeds)} (training; data and generation seeds are in the config)."]
+    if inputs.generator:
+        settings = ", ".join(f"{k} {v}" for k, v in (inputs.generator.get("settings") or {}).items())
+        lines.append(f"Generator: `{inputs.generator.get('id')}` ({settings}).")
+    if inputs.overrides:
+        lines.append("The command changed the config file as follows: " + "; ".join(f"`{o}`" for o in inputs.overrides) + ".")
+    lines.append(f"\nConfig file `{inputs.config_name}`, verbatim:\n\n```yaml\n{inputs.config_text.rstrip()}\n```\n")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _swap_in(building: Path, folder: Path) -> None:
+    """Replace ``folder`` by the finished ``building`` folder (the old one is moved aside first)."""
+    old = None
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(folder, old)
+    os.rename(building, folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
