@@ -11,6 +11,8 @@ of guided / unguided within the round, so a machine busy with other work slows b
 Goal: guided / unguided <= 1.5 at the default settings (x0 path, every 5th step).
 
     python benchmarks/feedback_overhead.py                          # 128 images, 3 rounds, entropy
+    python benchmarks/feedback_overhead.py --threads 1              # on a loaded machine: 2-thread OpenMP
+                                                                    # barriers then dominate small ops
     python benchmarks/feedback_overhead.py --checkpoint runs/ce/checkpoint --images 256 --criterion hardness
 """
 
@@ -24,15 +26,12 @@ import torch
 
 from synaug.data.benchmarks import fashion_mnist_lt
 from synaug.generate.backends import EmbeddedBackend
-from synaug.guidance import FeedbackGuidance, feedback_hook
+from synaug.guidance import feedback_hook
+from synaug.guidance.criteria import NEEDS_CLASS_GAUSSIANS
 from synaug.train import TrainConfig, train_classifier
 
 CONFIGS = (("x0", 5), ("x0", 1), ("full", 5), ("full", 1))
 GOAL = 1.5
-
-
-def make_hook(criterion: str, classifier, train_data, path: str, every: int) -> FeedbackGuidance:
-    return feedback_hook(criterion, classifier, train_data, gradient_path=path, every=every)
 
 
 def time_generate(backend: EmbeddedBackend, prompts: list[str], seeds: list[int], classes: list[int], hooks) -> float:
@@ -52,11 +51,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the classifier trained here")
     parser.add_argument("--generator", default=None, help="embedded generator folder (default: the shipped one)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the generator's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's); 1 on a machine busy with other work")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     backend = EmbeddedBackend.default(batch_size=args.images, steps=args.steps) if args.generator is None else \
         EmbeddedBackend.from_pretrained(args.generator, batch_size=args.images, steps=args.steps)
-    train_data, _ = fashion_mnist_lt()
+    needs_data = args.checkpoint is None or args.criterion in NEEDS_CLASS_GAUSSIANS
+    train_data = fashion_mnist_lt()[0] if needs_data else None
     if args.checkpoint is not None:
         classifier = args.checkpoint
     else:
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         classifier = train_classifier(train_data, TrainConfig(epochs=args.epochs, device="cpu", num_workers=0), progress=False)
         print(f"trained the feedback classifier (small_resnet, {args.epochs} epochs, {len(train_data)} images) "
               f"in {time.perf_counter() - started:.1f} s", flush=True)
-    hooks = {f"{path}, every {every}": [make_hook(args.criterion, classifier, train_data, path, every)] for path, every in CONFIGS}
+    hooks = {f"{path}, every {every}": [feedback_hook(args.criterion, classifier, train_data, gradient_path=path, every=every)]
+             for path, every in CONFIGS}
     configs = {"unguided": [], **hooks}
 
     names = backend.spec.class_names
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for name in configs:
         median = statistics.median(seconds[name])
         print(f"{name:<16} {median:>9.2f} {1000 * median / args.images:>11.1f} {ratios[name]:>18.2f}")
-    default = ratios[f"x0, every 5"]
+    default = ratios["x0, every 5"]
     print(f"\ndefault settings (x0, every 5th step): {default:.2f}x unguided; goal <= {GOAL}x: {'met' if default <= GOAL else 'NOT met'}")
     return ratios
 

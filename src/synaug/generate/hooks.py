@@ -9,7 +9,9 @@ variable names, no signature sniffing):
   scheduler step**; the scheduler then steps from the corrected x_t with the model output
   already computed at the uncorrected x_t. This is the place feedback guidance needs
   ("add the normalised gradient, rescaled to the latents' norm times a scale, before the
-  scheduler step").
+  scheduler step"). A correction row that is not finite (NaN) makes that sample's latents
+  non-finite, so the loop marks it failed (``ok`` False) and the runner retries it once;
+  a hook uses this to reject a sample (feedback guidance does, for non-finite gradients).
 * ``hook.finish(images, class_ids)`` is called once at the end of every batch with the final
   images (model pixel space, [-1, 1], at the generation size); it returns per-image scores
   ``{name: tensor (N,)}`` that end up in ``GenerationOutput.scores``. A hook that keeps
