@@ -201,8 +201,8 @@ def check_markdown(report: CheckReport) -> str:
     lines += [
         "",
         f"Mean recognisability {report.mean_generated:.1f} % vs the oracle's real-test {report.mean_real:.1f} % "
-        f"(gate: within {t.mean_gap:g} points); worst cell {report.worst_gap:+.1f} points below its real accuracy "
-        f"(gate: at most {t.cell_gap:g}).",
+        f"(gate: within {t.mean_gap:g} points); largest shortfall of a class (cell) below its own real accuracy "
+        f"{report.worst_gap:+.1f} points (gate: at most {t.cell_gap:g}; negative means every class is above it).",
     ]
     if has_nn:
         lines.append(
