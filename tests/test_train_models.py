@@ -12,7 +12,12 @@ from synaug.train.models import MODELS, Normalizer, build_model
 SHAPES = {"small_resnet": (1, 28, 64), "resnet32": (3, 32, 64), "resnet50": (3, 64, 2048)}
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+def test_every_builtin_model_has_a_shape_case():
+    builtin = {name for name, factory in MODELS.items() if factory.__module__ == "synaug.train.models"}
+    assert builtin == set(SHAPES)
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
 def test_forward_is_classifier_of_features(name):
     channels, size, feature_dim = SHAPES[name]
     torch.manual_seed(0)

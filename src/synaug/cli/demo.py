@@ -18,13 +18,14 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
-    full: Annotated[bool, typer.Option("--full", help="Every recipe of the ablation set over seeds 0, 1, 2 (much longer).")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Every recipe of the ablation set, FG with 3 criteria at 2 budgets, over seeds 0, 1, 2 (much longer).")] = False,
+    fg: Annotated[bool, typer.Option("--fg", help="Add feedback-guided synthesis (entropy) at SYNAuG's budget and at half of it.")] = False,
     out: Annotated[Optional[str], typer.Option("--out", help=f"Output folder (default: {DEFAULT_OUT}).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="Run another config than the shipped Fashion-MNIST-LT one.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
     """CE, CE + cRT, SYNAuG and the balanced oracle on Fashion-MNIST-LT; prints the table, writes the report."""
-    result = run_demo(full=full, out=out, config=config, progress=progress)
+    result = run_demo(full=full, out=out, config=config, progress=progress, fg=fg)
     print_results(result)
     if full:
         Console(highlight=False).print(f"`synaug demo --full` took {result.wall_seconds / 60:.1f} minutes.", markup=False)

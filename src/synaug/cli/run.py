@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
 
 
 def run(
-    config: Annotated[Path, typer.Argument(help="Run config (YAML): data, plan, generator, train, crt, evaluate, runs, output.")],
+    config: Annotated[Path, typer.Argument(help="Run config (YAML): data, plan, generator, train, crt, evaluate, runs, feedback, output.")],
     stage: Annotated[Optional[str], typer.Option("--stage", help=f"Run only this stage ({', '.join(STAGES)}); earlier ones must be cached.")] = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Output folder (replaces the config's `output`).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,

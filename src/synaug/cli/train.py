@@ -40,6 +40,7 @@ from synaug.evaluate import evaluate, plot_confusion_matrix, plot_per_class_accu
 from synaug.generate.store import SyntheticStore
 from synaug.train import RECIPES, TrainConfig, infer, load_checkpoint, retrain_classifier, save_checkpoint, train_classifier
 from synaug.train.crt import SOURCES
+from synaug.train.distributed import is_main_process
 
 console = Console(highlight=False)
 
@@ -134,9 +135,11 @@ def train(
         f"{options.epochs} epochs", markup=False,
     )
     result = train_classifier(train_data, options.train_config(), progress=progress)
-    console.print(f"trained in {result.seconds:.1f} s", markup=False)
-    write_atomic(folder / "options.yaml", yaml.safe_dump(to_dict(options), sort_keys=False))
-    save_checkpoint(result, folder / "checkpoint", extra={"data": source})
+    writer = is_main_process()  # under torchrun every rank trains (and runs cRT), rank 0 writes
+    if writer:
+        console.print(f"trained in {result.seconds:.1f} s", markup=False)
+        write_atomic(folder / "options.yaml", yaml.safe_dump(to_dict(options), sort_keys=False))
+        save_checkpoint(result, folder / "checkpoint", extra={"data": source})
     models = {"as trained": result.model}
     if options.crt:
         started = time.perf_counter()
@@ -144,12 +147,15 @@ def train(
             result.model, train_data, result.normalizer, epochs=options.crt_epochs, batch_size=options.crt_batch_size,
             lr=options.crt_lr, seed=options.seed, source=options.crt_source,
         )
-        console.print(f"cRT in {time.perf_counter() - started:.1f} s", markup=False)
         crt_settings = {
             "epochs": options.crt_epochs, "lr": options.crt_lr, "batch_size": options.crt_batch_size, "source": options.crt_source,
         }
-        crt_result = dataclasses.replace(result, model=models["after cRT"])
-        save_checkpoint(crt_result, folder / "checkpoint-crt", extra={"data": source, "crt": crt_settings})
+        if writer:
+            console.print(f"cRT in {time.perf_counter() - started:.1f} s", markup=False)
+            crt_result = dataclasses.replace(result, model=models["after cRT"])
+            save_checkpoint(crt_result, folder / "checkpoint-crt", extra={"data": source, "crt": crt_settings})
+    if not writer:
+        return
     runs = {
         name: evaluate(
             infer(model, test_data, result.normalizer), test_data.labels, result.train_counts, result.class_names,

@@ -1,6 +1,6 @@
 """The recipes of the SYNAuG paper's ablation set, and the training sets they train on.
 
-A recipe names a training set, whether the recipes mixes (Mixup/CutMix as set in the
+A recipe names a training set, whether the recipe mixes (Mixup/CutMix as set in the
 config's ``train`` section) and whether the classifier is re-trained afterwards (cRT):
 
 ============ ============== ===== ===== ===================================================
@@ -14,7 +14,16 @@ synaug       fill           yes   yes   SYNAuG: fill + Mixup + cRT on the real i
 replace      replace        yes   no    chosen classes' real images replaced by synthetic
 substitute   substitute     yes   no    a fraction of every class's real images substituted
 oracle       oracle         no    no    balanced *real* data of the uniformized size
+fg           fill (guided)  yes   yes   feedback-guided synthesis (FG) + Mixup + cRT
 ============ ============== ===== ===== ===================================================
+
+``fg`` is SYNAuG's training with a feedback-guided store in place of the fill store; it
+expands into one row per criterion of ``feedback.criteria`` and budget of ``feedback.budgets``
+(:func:`expand_recipes`), named ``fg-<criterion>-<budget>`` and labelled e.g. "FG entropy
+(budget 1.0)" or "FG loss (budget 0.5)". A budget is a fraction of the fill plan's synthetic
+images, split over the classes by their shortfall (:func:`synaug.guidance.budget_plan`): at
+1.0 the same images per class as SYNAuG, at 0.5 half of them. The images keep the fill plan's
+prompts and seeds, so only the guidance (and the count) differs from SYNAuG's store.
 
 Training sets (all built from the long-tailed real set ``lt``, the store ``fill`` of the
 fill plan and, for ``replace``/``substitute``, an ``extra`` store of further synthetic
@@ -32,12 +41,13 @@ images drawn with other seeds):
   is nested in it.
 
 Runs with the same training set and settings share one training: ``ce_crt`` re-trains the
-classifier of the ``ce`` model, ``synaug`` that of the ``fill_mixup`` model.
+classifier of the ``ce`` model, ``synaug`` that of the ``fill_mixup`` model, and the ``ce``
+model of the first seed is also the default feedback classifier of the ``fg`` rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -51,14 +61,28 @@ SHOT_GROUP_NAMES = ("few", "medium", "many")
 
 
 @dataclass(frozen=True)
+class Guidance:
+    """What sets an FG row's synthetic store apart: its feedback criterion and budget fraction."""
+
+    criterion: str
+    budget: float
+
+
+@dataclass(frozen=True)
 class Recipe:
-    """One row of the results table: a training set, mixing on or off, cRT on or off."""
+    """One row of the results table: a training set, mixing on or off, cRT on or off.
+
+    ``guided`` recipes train on feedback-guided stores; :func:`expand_recipes` makes one row
+    per criterion and budget of them, each with its ``guidance``.
+    """
 
     name: str
     label: str
     training_set: str
     mixup: bool
     crt: bool
+    guided: bool = False
+    guidance: Guidance | None = None
 
     @property
     def uses_synthetic(self) -> bool:
@@ -80,8 +104,31 @@ RECIPES: dict[str, Recipe] = {
         Recipe("replace", "replace by synthetic + Mixup", "replace", mixup=True, crt=False),
         Recipe("substitute", "substitute real by synthetic + Mixup", "substitute", mixup=True, crt=False),
         Recipe("oracle", "balanced real (oracle)", "oracle", mixup=False, crt=False),
+        Recipe("fg", "FG (fill + Mixup + cRT)", "fill", mixup=True, crt=True, guided=True),
     )
 }
+
+
+def expand_recipes(names: Sequence[str], criteria: Sequence[str], budgets: Sequence[float]) -> list[Recipe]:
+    """The rows of ``names``: guided recipes once per (criterion, budget), the others as they are."""
+    rows = []
+    for name in names:
+        recipe = RECIPES[name]
+        if not recipe.guided:
+            rows.append(recipe)
+            continue
+        for criterion in criteria:
+            for budget in budgets:
+                rows.append(replace(
+                    recipe, name=f"{name}-{criterion}-{budget:g}", label=f"FG {criterion} (budget {budget_text(budget)})",
+                    guidance=Guidance(criterion, float(budget)),
+                ))
+    return rows
+
+
+def budget_text(fraction: float) -> str:
+    """A budget fraction as the report shows it: one decimal at least (1.0, 0.5, 0.25)."""
+    return f"{fraction:.1f}" if round(fraction, 1) == fraction else f"{fraction:g}"
 
 
 def replace_class_ids(

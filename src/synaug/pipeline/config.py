@@ -9,6 +9,7 @@
     crt:        classifier re-training settings
     evaluate:   many / medium / few thresholds
     runs:       the recipes to run (see :mod:`synaug.pipeline.ablations`) and the seeds
+    feedback:   feedback-guided synthesis of the ``fg`` recipe: criteria, guidance, budgets, classifier
     output:     the output folder
 
 Every key is checked when the file is read, before any work: an unknown key names the
@@ -17,7 +18,7 @@ fraction above 1, ...) are one-line errors. Relative paths are relative to the w
 directory.
 
 ``train.mixup_alpha``, ``cutmix_alpha``, ``mix_prob`` and ``domain_mixup`` describe the mixing
-of the recipes that use Mixup (``fill_mixup``, ``synaug``, ``replace``, ``substitute``); the
+of the recipes that use Mixup (``fill_mixup``, ``synaug``, ``replace``, ``substitute``, ``fg``); the
 other recipes train without mixing. The training seed comes from ``runs.seeds``.
 """
 
@@ -38,6 +39,8 @@ from synaug.config import from_dict, load_yaml, to_dict
 from synaug.data.longtail import PROFILES
 from synaug.data.registry import DATASET_KINDS
 from synaug.errors import SynaugError
+from synaug.guidance.criteria import CRITERIA
+from synaug.guidance.feedback import DEFAULT_EVERY, DEFAULT_SCALE, GRADIENT_PATHS
 from synaug.pipeline.ablations import RECIPES, SHOT_GROUP_NAMES
 from synaug.plan.planner import STRATEGIES, make_plan
 from synaug.train.crt import SOURCES
@@ -170,6 +173,25 @@ class RunsSection:
 
 
 @dataclass
+class FeedbackSection:
+    """Feedback-guided synthesis (FG) for the ``fg`` recipe: one store per criterion and budget.
+
+    ``criteria``: registered criteria (:data:`synaug.guidance.CRITERIA`). ``scale``, ``every``,
+    ``path``: the guidance step as a fraction of the latents' norm, guide every k-th sampling
+    step, gradient path x0 or full (see :mod:`synaug.guidance.feedback`). ``budgets``: fractions
+    of the fill plan's synthetic images. ``classifier``: null for the CE model this run trains on
+    the real long tail with the first of ``runs.seeds``, or a checkpoint folder of `synaug train`.
+    """
+
+    criteria: list[str] = field(default_factory=lambda: ["entropy"])
+    scale: float = DEFAULT_SCALE
+    every: int = DEFAULT_EVERY
+    path: str = "x0"
+    budgets: list[float] = field(default_factory=lambda: [1.0, 0.5])
+    classifier: str | None = None
+
+
+@dataclass
 class RunConfig:
     """A whole `synaug run` config."""
 
@@ -180,6 +202,7 @@ class RunConfig:
     crt: CrtSection = field(default_factory=CrtSection)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
     runs: RunsSection = field(default_factory=RunsSection)
+    feedback: FeedbackSection = field(default_factory=FeedbackSection)
     output: str = "synaug-run"
 
     def to_dict(self) -> dict[str, Any]:
@@ -304,7 +327,7 @@ def check_run_config(config: RunConfig, where: str = "config") -> None:
     if not runs.seeds or len(set(runs.seeds)) != len(runs.seeds) or min(runs.seeds) < 0:
         raise SynaugError(f"{where}: runs.seeds must list distinct non-negative integers, e.g. [0, 1, 2].")
     if not 0 < runs.substitute_fraction <= 1:
-        raise SynaugError(f"{where}: runs.substitute_fraction {runs.substitute_fraction} must be a ratio in (0, 1]; 0.5 swaps half of each class's real images.")
+        raise SynaugError(f"{where}: runs.substitute_fraction {runs.substitute_fraction:g} must be a ratio in (0, 1]; 0.5 swaps half of each class's real images.")
     if isinstance(runs.replace_classes, str) and runs.replace_classes not in SHOT_GROUP_NAMES:
         raise SynaugError(f"{where}: runs.replace_classes '{runs.replace_classes}' must be one of {', '.join(SHOT_GROUP_NAMES)} or a list of class names.")
     if isinstance(runs.replace_classes, list) and not runs.replace_classes:
@@ -320,12 +343,36 @@ def check_run_config(config: RunConfig, where: str = "config") -> None:
             f"{where}: recipe 'oracle' draws a balanced real set from the pool a long tail was drawn from; "
             "give data.longtail (or data.index), or remove 'oracle' from runs.recipes."
         )
+    _check_feedback(config.feedback, any(RECIPES[name].guided for name in runs.recipes), where)
+
+
+def _check_feedback(feedback: FeedbackSection, used: bool, where: str) -> None:
+    """One-line errors for the feedback section (the classifier folder only when an FG recipe runs)."""
+    if not feedback.criteria or len(set(feedback.criteria)) != len(feedback.criteria):
+        raise SynaugError(f"{where}: feedback.criteria must list distinct criteria, e.g. [entropy, loss, hardness].")
+    for name in feedback.criteria:
+        _choice(f"{where}: feedback criterion", name, sorted(CRITERIA))
+    if not 0 <= feedback.scale < float("inf"):
+        raise SynaugError(f"{where}: feedback.scale {feedback.scale:g} must be a non-negative number; the paper uses {DEFAULT_SCALE}.")
+    if feedback.every < 1:
+        raise SynaugError(f"{where}: feedback.every must be at least 1 (1 guides every sampling step), got {feedback.every}.")
+    _choice(f"{where}: feedback.path", feedback.path, GRADIENT_PATHS)
+    if not feedback.budgets or len(set(feedback.budgets)) != len(feedback.budgets):
+        raise SynaugError(f"{where}: feedback.budgets must list distinct fractions of SYNAuG's synthetic images, e.g. [1.0, 0.5].")
+    for budget in feedback.budgets:
+        if not 0 < budget <= 1:
+            raise SynaugError(f"{where}: feedback budget {budget:g} must be a fraction in (0, 1]; 1.0 is SYNAuG's budget, 0.5 half of it.")
+    if used and feedback.classifier is not None and not Path(feedback.classifier).expanduser().is_dir():
+        raise SynaugError(
+            f"{where}: feedback.classifier {feedback.classifier} is not a folder; give the checkpoint folder `synaug train` wrote "
+            "(OUT/checkpoint), or null for the run's CE model."
+        )
 
 
 # ---- helpers -------------------------------------------------------------------------------
 _SECTIONS = {
     "data": DataSection, "plan": PlanSection, "generator": GeneratorSection, "train": TrainSection,
-    "crt": CrtSection, "evaluate": EvaluateSection, "runs": RunsSection,
+    "crt": CrtSection, "evaluate": EvaluateSection, "runs": RunsSection, "feedback": FeedbackSection,
 }
 
 
@@ -379,7 +426,7 @@ def _type_name(hint: Any) -> str:
         return "null"
     origin = typing.get_origin(hint)
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(hint)[0])}s".replace("a list of an ", "a list of ")
+        return f"a list of {_type_name(typing.get_args(hint)[0]).removeprefix('an ').removeprefix('a ')}s"
     if origin is dict:
         return "a mapping"
     return {str: "text", int: "an integer", float: "a number", bool: "true or false"}.get(hint, getattr(hint, "__name__", str(hint)))

@@ -3,27 +3,35 @@
 Every stage's output lives in ``OUT/stages/<stage>-<digest>/`` (see :mod:`synaug.pipeline.cache`);
 the digest covers the stage's own config section and the digests of its inputs:
 
-========== ================================================ =========================================
-stage      inputs hashed                                    output
-========== ================================================ =========================================
-data       dataset source, long-tail draw or index, test    ``train-index.json`` (the long tail)
-plan       data, plan section, generator seed               ``plan.json`` (and ``plan-extra`` for the
-                                                            replace / substitute recipes)
-generate   plan, generator weights and sampler settings     ``store/`` (resumable in place)
-train      training set (data, stores), TrainConfig, seed   ``checkpoint/``
-crt        train, crt section, seed                         ``checkpoint/``
-evaluate   model, data, evaluate section                    ``metrics.json``
-report     (always rewritten)                               ``OUT/report/``
-========== ================================================ =========================================
+================= ========================================= =========================================
+stage             inputs hashed                             output
+================= ========================================= =========================================
+data              dataset source, long-tail draw or index   ``train-index.json`` (the long tail)
+plan              data, plan section, generator seed        ``plan.json``
+plan-extra        plan, extra images per class              ``plan.json`` (replace / substitute)
+plan-feedback     plan, budget fraction                     ``plan.json`` (one per ``fg`` budget)
+generate          plan, generator weights, sampler          ``store/`` (resumable in place)
+generate-extra    plan-extra, generator weights, sampler    ``store/``
+generate-feedback plan-feedback, generator weights, sampler ``store/`` (one per ``fg`` criterion and
+                  feedback settings, the feedback           budget; the manifest's ``criterion``
+                  classifier's weights                      column holds each image's score)
+train             training set (data, stores), TrainConfig  ``checkpoint/``
+crt               train, crt section, seed                  ``checkpoint/``
+evaluate          model, data, evaluate section             ``metrics.json``
+report            (always rewritten)                        ``OUT/report/``
+================= ========================================= =========================================
 
 So a re-run after changing only the training settings reuses the data, the plan and the
 synthetic store; runs that differ only in cRT share their training (``ce`` / ``ce_crt``).
+The default feedback classifier of the ``fg`` rows is the ``ce`` training of the first seed
+(trained during the generate stage when no ``ce`` row asked for it first); guided stores
+never replace the unguided one, whose digest does not depend on the feedback section.
 ``run(stage=...)`` runs one stage: the stages before it must be cached already.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -46,13 +54,16 @@ from synaug.data.registry import load_dataset, load_index, save_index
 from synaug.errors import SynaugError
 from synaug.evaluate import evaluate
 from synaug.generate.store import INFO_FILE, SyntheticStore
+from synaug.guidance.criteria import NEEDS_CLASS_GAUSSIANS
 from synaug.pipeline.ablations import (
     RECIPES,
+    Guidance,
     Recipe,
+    budget_text,
     build_training_set,
+    expand_recipes,
     extra_counts,
     first_per_class,
-    join,
     replace_class_ids,
 )
 from synaug.pipeline.cache import StageCache, stage_digest
@@ -100,12 +111,22 @@ class PlanOutput:
 
 @dataclass
 class StoreOutput:
-    """A finished synthetic store (``root`` None when its plan has no image)."""
+    """A finished synthetic store (``root`` None when its plan has no image); ``feedback``: its guidance."""
 
     digest: str
     root: Path | None
     generator_id: str | None
     settings: dict[str, Any]
+    feedback: dict[str, Any] | None = None
+
+
+@dataclass
+class FeedbackClassifierOutput:
+    """The feedback classifier's checkpoint, the digest of its weights file and where it comes from."""
+
+    checkpoint: Path
+    digest: str
+    source: str
 
 
 @dataclass
@@ -167,7 +188,7 @@ class Pipeline:
         self.timings: list[StageTiming] = []
         self.target: str | None = None
         self._datasets: dict[str, LabeledImages] = {}
-        self._training_sets: dict[tuple, LabeledImages] = {}
+        self._training_sets: dict[str, LabeledImages] = {}
         self._backend = None
 
     # ---- the run ---------------------------------------------------------------------------
@@ -180,43 +201,49 @@ class Pipeline:
         self.timings = []
         started = time.perf_counter()
         environment = self._environment()
-        recipes = [RECIPES[name] for name in self.config.runs.recipes]
+        feedback = self.config.feedback
+        recipes = expand_recipes(self.config.runs.recipes, feedback.criteria, feedback.budgets)
+        guided = [recipe.guidance for recipe in recipes if recipe.guidance is not None]
 
         # 2. Data: the long-tailed training set and the test set
         data = self._data_stage()
         if stage == "data":
             return self._result([], started, environment)
 
-        # 3. Plans: the fill plan, and extra images for the replace / substitute recipes
+        # 3. Plans: the fill plan, extra images for replace / substitute, one budget plan per FG budget
         fill_plan = self._plan_stage(data) if any(r.uses_synthetic for r in recipes) else None
         extra_plan = self._extra_plan_stage(data, fill_plan, recipes) if any(r.uses_extra for r in recipes) else None
+        budget_plans = {budget: self._feedback_plan_stage(fill_plan, budget) for budget in dict.fromkeys(g.budget for g in guided)}
         if stage == "plan":
             return self._result([], started, environment)
 
-        # 4. Generate: one store per plan (the generator is loaded only when images are missing)
-        fill_store = self._generate_stage("generate", fill_plan) if fill_plan is not None else None
+        # 4. Generate: one store per plan and guidance (the generator is loaded only when images are missing)
+        unguided = any(r.uses_synthetic and r.guidance is None for r in recipes)
+        fill_store = self._generate_stage("generate", fill_plan) if unguided else None
         extra_store = self._generate_stage("generate-extra", extra_plan) if extra_plan is not None else None
+        guided_stores = self._guided_stores(guided, budget_plans, data) if guided else {}
         if stage == "generate":
             return self._result([], started, environment)
 
         # 5. Train, re-train the classifier, evaluate: every recipe at every seed
         runs = []
         for recipe in recipes:
+            synthetic = guided_stores.get(recipe.guidance, fill_store)
             for seed in self.config.runs.seeds:
-                model = self._train_stage(recipe, seed, data, fill_store, extra_store)
+                model = self._train_stage(recipe, seed, data, synthetic, extra_store)
                 if stage == "train":
                     continue
                 if recipe.crt:
-                    model = self._crt_stage(recipe, seed, model, data, fill_store, extra_store)
+                    model = self._crt_stage(recipe, seed, model, data, synthetic, extra_store)
                 if stage == "crt":
                     continue
                 metrics = self._evaluate_stage(recipe, seed, model, data)
-                runs.append(self._run_result(recipe, seed, model, metrics))
+                runs.append(self._run_result(recipe, seed, model, metrics, synthetic))
         if stage in ("train", "crt", "evaluate"):
             return self._result(runs, started, environment)
 
         # 6. Report
-        return self._report_stage(runs, data, fill_store, started, environment)
+        return self._report_stage(runs, data, fill_store, list(guided_stores.values()), started, environment)
 
     # ---- data --------------------------------------------------------------------------------
     def _data_stage(self) -> DataOutput:
@@ -366,6 +393,20 @@ class Pipeline:
         output = self._stage("plan-extra", "extra images for replace / substitute", inputs, build)
         return PlanOutput(output.digest, SynthesisPlan.load(output.folder / PLAN_FILE))
 
+    def _feedback_plan_stage(self, fill: PlanOutput, budget: float) -> PlanOutput:
+        """The FG plan of ``budget``: that fraction of the fill plan's images, split by shortfall."""
+        inputs = {"plan": fill.digest, "budget": budget}
+
+        def build(folder: Path, facts: dict[str, Any]) -> None:
+            from synaug.guidance import budget_plan
+
+            plan = budget_plan(fill.plan, budget)
+            plan.save(folder / PLAN_FILE)
+            facts.update(images=plan.total, plan_digest=plan.digest())
+
+        output = self._stage("plan-feedback", f"FG plan, budget {budget_text(budget)} of the fill plan", inputs, build)
+        return PlanOutput(output.digest, SynthesisPlan.load(output.folder / PLAN_FILE))
+
     def _prompt_names(self, class_names: Sequence[str]) -> dict[str, str] | None:
         """plan.class_prompt_names as a mapping (read from its file when it names one)."""
         value = self.config.plan.class_prompt_names
@@ -387,7 +428,10 @@ class Pipeline:
         )
 
     # ---- generation --------------------------------------------------------------------------
-    def _generate_stage(self, stage: str, planned: PlanOutput) -> StoreOutput:
+    def _generate_stage(
+        self, stage: str, planned: PlanOutput, feedback: dict[str, Any] | None = None, make_hooks: Callable[[], list] | None = None
+    ) -> StoreOutput:
+        """The store of ``planned``; guided by the hooks of ``make_hooks`` (described by ``feedback``) when given."""
         section = self.config.generator
         plan = planned.plan
         sampler = self._sampler()
@@ -398,10 +442,16 @@ class Pipeline:
             "sampler": {k: sampler[k] for k in ("scheduler", "steps", "guidance_scale", "dtype")},
             "store": external,
         }
+        if feedback is not None:
+            inputs["feedback"] = feedback
         digest = stage_digest(stage, inputs)
         label = f"{plan.total:,} images with {section.spec}"
+        if feedback is not None:
+            label += f", feedback {feedback['criterion']} (budget {budget_text(feedback['budget'])})"
         record = self.cache.record(stage, digest)
         if record is None and not self._may_compute(stage):
+            if feedback is not None:
+                self._missing(stage, label)
             self._missing_store(stage, inputs)
         if record is None:
             folder = self.cache.resumable(stage, digest)
@@ -410,11 +460,12 @@ class Pipeline:
             facts: dict[str, Any] = {"store": None if plan.total == 0 else str(root), "planned": plan.total}
             if plan.total:
                 backend = self._load_backend()
-                self._check_store(root, plan, backend, external is not None)
+                hooks = make_hooks() if make_hooks is not None else []
+                self._check_store(root, plan, backend, external is not None, hooks)
                 self._say(stage, f"{label}: {backend.generator_id} ({_settings_text(backend.settings())}), into {root}")
                 from synaug.generate.runner import generate_plan
 
-                summary = generate_plan(plan, backend, SyntheticStore(root), progress=self.progress)
+                summary = generate_plan(plan, backend, SyntheticStore(root), progress=self.progress, hooks=hooks)
                 facts.update(
                     generator_id=backend.generator_id, settings=backend.settings(), generated=summary.generated,
                     already_done=summary.already_done, failed=summary.failed, images_per_second=summary.images_per_second,
@@ -424,7 +475,54 @@ class Pipeline:
         else:
             self._note(stage, label, record, cached=True)
         root = Path(record["store"]) if record.get("store") else None
-        return StoreOutput(digest, root, record.get("generator_id"), record.get("settings") or {})
+        return StoreOutput(digest, root, record.get("generator_id"), record.get("settings") or {}, feedback)
+
+    def _guided_stores(self, guided: Sequence[Guidance], plans: dict[float, PlanOutput], data: DataOutput) -> dict[Guidance, StoreOutput]:
+        """One feedback-guided store per (criterion, budget), all guided by the same feedback classifier."""
+        classifier = self._feedback_classifier(data)
+        section = self.config.feedback
+        stores = {}
+        for guidance in guided:
+            plan = plans[guidance.budget].plan
+            feedback = {
+                "criterion": guidance.criterion, "budget": guidance.budget, "scale": section.scale, "every": section.every,
+                "path": section.path, "classifier": classifier.digest, "classifier_source": classifier.source,
+            }
+            if guidance.criterion in NEEDS_CLASS_GAUSSIANS:
+                feedback["gaussians_data"] = data.digest  # the real images its class Gaussians are fitted on
+            hooks = functools.partial(self._feedback_hooks, guidance.criterion, classifier, data, plan.class_names)
+            stores[guidance] = self._generate_stage("generate-feedback", plans[guidance.budget], feedback, hooks)
+        return stores
+
+    def _feedback_hooks(self, criterion: str, classifier: FeedbackClassifierOutput, data: DataOutput, class_names: list[str]) -> list:
+        """The feedback-guidance hook of ``criterion`` (loads the classifier; fits class Gaussians for hardness)."""
+        from synaug.guidance import feedback_hook
+
+        section = self.config.feedback
+        return [feedback_hook(
+            criterion, classifier.checkpoint, data.train, scale=section.scale, every=section.every,
+            gradient_path=section.path, class_names=class_names, device=self._sampler()["device"],
+        )]
+
+    def _feedback_classifier(self, data: DataOutput) -> FeedbackClassifierOutput:
+        """feedback.classifier, or by default this run's CE model of the first seed (its cached ``ce`` training)."""
+        path = self.config.feedback.classifier
+        if path is None:
+            seed = self.config.runs.seeds[0]
+            model = self._train_stage(RECIPES["ce"], seed, data, None, None, group="generate")
+            folder, source = model.checkpoint, f"CE on the real long tail, seed {seed}"
+        else:
+            folder = Path(_absolute(path))
+            source = str(folder)
+        from synaug.train.checkpoint import WEIGHTS_FILE
+
+        weights = folder / WEIGHTS_FILE
+        if not weights.is_file():
+            raise SynaugError(
+                f"{self.config_name}: feedback.classifier {folder} holds no {WEIGHTS_FILE}; "
+                "give the checkpoint folder `synaug train` wrote (OUT/checkpoint), or null for the run's CE model."
+            )
+        return FeedbackClassifierOutput(folder, hashlib.sha256(weights.read_bytes()).hexdigest()[:16], source)
 
     def _sampler(self) -> dict[str, Any]:
         """The generator's sampler settings, with device and dtype "auto" resolved for this machine."""
@@ -450,8 +548,8 @@ class Pipeline:
             self._backend = load_generator(self.config.generator.spec, **self._sampler())
         return self._backend
 
-    def _check_store(self, root: Path, plan: SynthesisPlan, backend, external: bool) -> None:
-        """Refuse a store made by another plan or generator, naming the config and the fix."""
+    def _check_store(self, root: Path, plan: SynthesisPlan, backend, external: bool, hooks: Sequence = ()) -> None:
+        """Refuse a store made by another plan, generator or guidance, naming the config and the fix."""
         path = root / INFO_FILE
         if not path.is_file():
             return
@@ -464,7 +562,7 @@ class Pipeline:
                if external else f"delete {root} or use a new output folder (--out)")
         if info.get("plan_digest") != plan.digest():
             raise SynaugError(f"{where} was made by a different plan (digest {info.get('plan_digest')}) than {self.config_name} asks for (digest {plan.digest()}); {fix}.")
-        settings = backend.settings()
+        settings = {**backend.settings(), **({"hooks": [hook.settings() for hook in hooks]} if hooks else {})}
         if info.get("generator_id") != backend.generator_id or json.dumps(info.get("settings"), sort_keys=True) != json.dumps(settings, sort_keys=True):
             raise SynaugError(
                 f"{where} was made by generator {info.get('generator_id')} ({_settings_text(info.get('settings') or {})}), not by "
@@ -484,11 +582,16 @@ class Pipeline:
         self._missing(stage, "synthetic images")
 
     # ---- training, cRT, evaluation -------------------------------------------------------------
-    def _train_stage(self, recipe: Recipe, seed: int, data: DataOutput, fill: StoreOutput | None, extra: StoreOutput | None) -> ModelOutput:
+    def _train_stage(
+        self, recipe: Recipe, seed: int, data: DataOutput, fill: StoreOutput | None, extra: StoreOutput | None, group: str = "train"
+    ) -> ModelOutput:
+        """The trained model of ``recipe`` at ``seed``; ``group``: the stage (of --stage) that may compute it."""
         config = self.config.train.train_config(seed, recipe.mixup)
         inputs = self._training_set_inputs(recipe, data, fill, extra)
         inputs["train"] = to_dict(config)
         label = f"{config.model} on the '{recipe.training_set}' set{' with Mixup' if recipe.mixup else ''}, seed {seed}"
+        if group == "generate":
+            label = f"the feedback classifier: {label}"
 
         def build(folder: Path, facts: dict[str, Any]) -> None:
             from synaug.train import save_checkpoint, train_classifier
@@ -503,7 +606,7 @@ class Pipeline:
                 synthetic_per_class=result.synthetic_counts.tolist(), train_seconds=result.seconds, last_epoch=result.history[-1],
             )
 
-        output = self._stage("train", label, inputs, build)
+        output = self._stage("train", label, inputs, build, group)
         return ModelOutput("train", output.digest, output.folder / CHECKPOINT, output.record)
 
     def _crt_stage(
@@ -559,7 +662,7 @@ class Pipeline:
         return inputs
 
     def _training_set(self, recipe: Recipe, seed: int, data: DataOutput, fill: StoreOutput | None, extra: StoreOutput | None) -> LabeledImages:
-        key = (recipe.training_set,)
+        key = json.dumps(self._training_set_inputs(recipe, data, fill, extra), sort_keys=True)
         if key not in self._training_sets:
             in_memory = data.train.in_memory
             self._training_sets[key] = build_training_set(
@@ -586,7 +689,7 @@ class Pipeline:
 
         return resolve_device(self.config.train.device)
 
-    def _run_result(self, recipe: Recipe, seed: int, model: ModelOutput, metrics: dict[str, Any]) -> RunResult:
+    def _run_result(self, recipe: Recipe, seed: int, model: ModelOutput, metrics: dict[str, Any], store: StoreOutput | None) -> RunResult:
         record = model.record
         return RunResult(
             recipe=recipe.name,
@@ -597,6 +700,7 @@ class Pipeline:
             synthetic_per_class=list(record.get("synthetic_per_class", [])),
             real_per_class=list(record.get("real_per_class", [])),
             train_seconds=record.get("train_seconds"),
+            feedback=store.feedback if store is not None else None,
         )
 
     def _label(self, recipe: Recipe) -> str:
@@ -612,7 +716,10 @@ class Pipeline:
         return recipe.label
 
     # ---- report ------------------------------------------------------------------------------
-    def _report_stage(self, runs: list[RunResult], data: DataOutput, fill: StoreOutput | None, started: float, environment: dict) -> PipelineResult:
+    def _report_stage(
+        self, runs: list[RunResult], data: DataOutput, fill: StoreOutput | None, guided: list[StoreOutput], started: float, environment: dict
+    ) -> PipelineResult:
+        """Write the report; the generator is named by the fill store, else by the first guided store."""
         self._say("report", "writing report.md, results.json and the plots")
         report_started = time.perf_counter()
         class_names = list(data.train.class_names)
@@ -625,8 +732,9 @@ class Pipeline:
                 generated = synthetic.subset(first_per_class(synthetic.labels, np.full(len(class_names), GRID_PER_CLASS))).materialize()
                 real = data.train.subset(first_per_class(data.train.labels, np.full(len(class_names), GRID_PER_CLASS))).materialize()
         generator = None
-        if fill is not None and fill.generator_id:
-            generator = {"id": fill.generator_id, "settings": fill.settings, "spec": self.config.generator.spec, "seed": self.config.generator.seed}
+        named = next((store for store in [fill, *guided] if store is not None and store.generator_id), None)
+        if named is not None:
+            generator = {"id": named.generator_id, "settings": named.settings, "spec": self.config.generator.spec, "seed": self.config.generator.seed}
         environment = {**environment, "load_average_end": os.getloadavg()[0]}
         inputs = ReportInputs(
             title=self.title or f"SYNAuG pipeline: {self.config_name}",
@@ -646,13 +754,15 @@ class Pipeline:
         return PipelineResult(runs, aggregate(runs), self.timings, time.perf_counter() - started, None, environment)
 
     # ---- stage bookkeeping -------------------------------------------------------------------
-    def _stage(self, stage: str, label: str, inputs: dict[str, Any], build: Callable[[Path, dict[str, Any]], None]) -> StageOutput:
-        """The finished output of a stage: from the cache, or built now when this run may compute it."""
+    def _stage(
+        self, stage: str, label: str, inputs: dict[str, Any], build: Callable[[Path, dict[str, Any]], None], group: str | None = None
+    ) -> StageOutput:
+        """The finished output of a stage: from the cache, or built now when this run may compute it (as ``group``)."""
         digest = stage_digest(stage, inputs)
         record = self.cache.record(stage, digest)
         if record is None:
-            if not self._may_compute(stage):
-                self._missing(stage, label)
+            if not self._may_compute(group or stage):
+                self._missing(group or stage, label)
             self._say(stage, f"{label} ...")
             with self.cache.build(stage, digest, inputs) as (folder, facts):
                 build(folder, facts)
@@ -664,11 +774,10 @@ class Pipeline:
 
     def _may_compute(self, stage: str) -> bool:
         """Whether this run computes ``stage`` (all stages, or only the one asked for)."""
-        group = "plan" if stage == "plan-extra" else "generate" if stage == "generate-extra" else stage
-        return self.target is None or self.target == group
+        return self.target is None or self.target == _group(stage)
 
     def _missing(self, stage: str, label: str) -> NoReturn:
-        group = "plan" if stage == "plan-extra" else "generate" if stage == "generate-extra" else stage
+        group = _group(stage)
         raise SynaugError(
             f"--stage {self.target} needs the '{group}' stage's output ({label}) for {self.config_name}, and {self.cache.root} has none; "
             f"run `synaug run {self.config_name} --stage {group}` first (or run without --stage to run every stage)."
@@ -749,6 +858,11 @@ def _result_from_checkpoint(model: torch.nn.Module, normalizer, meta: dict[str, 
         image_shape=(channels, *[int(s) for s in meta["image_size"]]),
         seconds=float(meta.get("train_seconds", 0.0)),
     )
+
+
+def _group(stage: str) -> str:
+    """The stage of STAGES that ``stage`` belongs to (plan-extra and plan-feedback to plan, ...)."""
+    return stage.split("-")[0]
 
 
 def _absolute(path: str | None) -> str | None:

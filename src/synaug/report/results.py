@@ -20,7 +20,8 @@ class RunResult:
     """One trained (and possibly re-trained) model of a recipe at one seed, evaluated.
 
     ``metrics`` is a :func:`synaug.evaluate.evaluate` dict; ``sample_counts`` the real and
-    synthetic images it trained on; ``synthetic_per_class`` the synthetic images per class.
+    synthetic images it trained on; ``synthetic_per_class`` the synthetic images per class;
+    ``feedback`` the guidance of its synthetic images (FG rows: criterion, budget, ...), else None.
     """
 
     recipe: str
@@ -31,6 +32,7 @@ class RunResult:
     synthetic_per_class: list[int] = field(default_factory=list)
     real_per_class: list[int] = field(default_factory=list)
     train_seconds: float | None = None
+    feedback: dict[str, Any] | None = None
 
 
 @dataclass
@@ -55,6 +57,7 @@ class RecipeSummary:
     std: dict[str, float | None]
     sample_counts: dict[str, int]
     per_class_mean: list[float | None]
+    feedback: dict[str, Any] | None = None
 
     def cell(self, metric: str) -> str:
         """``mean ± std`` (or just the mean with one seed), one decimal; "–" when undefined."""
@@ -91,6 +94,7 @@ def aggregate(runs: Sequence[RunResult]) -> list[RecipeSummary]:
                 std=std,
                 sample_counts=dict(members[0].sample_counts),
                 per_class_mean=[None if np.isnan(v) else float(v) for v in class_means],
+                feedback=members[0].feedback,
             )
         )
     return summaries

@@ -122,7 +122,7 @@ def _figures(inputs: ReportInputs, summaries: list[RecipeSummary], first: dict[s
         figures["results"] = "results.png"
     plot_class_histogram(
         inputs.counts_before, inputs.class_names, out / "class_histogram.png",
-        title="images per class: real long tail" + (" and after filling with synthetic images" if inputs.counts_after else ""),
+        title="images per class" + (" before and after filling" if inputs.counts_after else " (real long tail)"),
         counts_after=inputs.counts_after, legend=("real", "real + synthetic"),
     )
     figures["histogram"] = "class_histogram.png"
@@ -205,7 +205,7 @@ def _results_json(inputs: ReportInputs, summaries: list[RecipeSummary]) -> dict[
         "recipes": {
             s.recipe: {
                 "label": s.label, "seeds": s.seeds, "mean": s.mean, "std": s.std,
-                "sample_counts": s.sample_counts, "per_class_mean": s.per_class_mean,
+                "sample_counts": s.sample_counts, "per_class_mean": s.per_class_mean, "feedback": s.feedback,
             }
             for s in summaries
         },
@@ -240,6 +240,7 @@ def _markdown(inputs: ReportInputs, summaries: list[RecipeSummary], figures: dic
                  "of the classes with > {many} / {few}–{many} / < {few} real training images in the long tail.\n\n"
                  .format(**_thresholds(inputs.runs)))
     parts.append(results_table(summaries))
+    parts.append(_feedback_note(summaries))
     if "results" in figures:
         parts.append(f"\n![accuracy by recipe]({figures['results']})\n")
     checks = fidelity_checks(summaries)
@@ -267,6 +268,19 @@ def _markdown(inputs: ReportInputs, summaries: list[RecipeSummary], figures: dic
     parts.append("\n## Stage timings\n\n" + _timings_table(inputs))
     parts.append(_reproduce(inputs))
     return "".join(parts)
+
+
+def _feedback_note(summaries: Sequence[RecipeSummary]) -> str:
+    """What the FG rows' synthetic images are (empty without FG rows)."""
+    guided = [s for s in summaries if s.feedback]
+    if not guided:
+        return ""
+    first = guided[0].feedback
+    return (
+        f"\nFG rows: SYNAuG's training (fill + Mixup + cRT) on feedback-guided synthetic images (guidance scale {first['scale']:g}, "
+        f"once every {first['every']} sampling steps, gradient path {first['path']}; feedback classifier: {first['classifier_source']}). "
+        "The budget is the fraction of the fill plan's synthetic images that the row's store holds (column 'synthetic images').\n"
+    )
 
 
 def _thresholds(runs: Sequence[RunResult]) -> dict[str, int]:

@@ -1,0 +1,92 @@
+"""`synaug run` refuses bad input with one line: unknown keys, out-of-range values, missing
+stage inputs, and synthetic stores made by another plan or generator."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fake_generator import FakeGenerator
+from fixtures_generation import single_thread_torch  # noqa: F401  (fixture)
+from pipeline_helpers import error_line, run_cli, stage_folders, tiny_config, tiny_fashion, write_config
+
+from synaug.generate.runner import generate_plan
+from synaug.generate.store import SyntheticStore
+from synaug.plan import make_plan
+
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
+
+
+@pytest.fixture
+def fashion(tmp_path, monkeypatch):
+    return tiny_fashion(tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"train": {"epoch": 3}}, "unknown key 'train.epoch'; did you mean 'epochs'?"),
+        ({"data": {"longtail": {"imbalance_factr": 10}}}, "unknown key 'data.longtail.imbalance_factr'; did you mean 'imbalance_factor'?"),
+        ({"generater": {}}, "unknown key 'generater'; did you mean 'generator'?"),
+        ({"train": {"mixup_alpha": -0.5}}, "train: mixup_alpha must be a number >= 0"),
+        ({"train": {"cutmix_alpha": float("inf")}}, "train: cutmix_alpha must be a number >= 0"),
+        ({"train": {"mix_prob": 1.5}}, "train: mix_prob must be a ratio in [0, 1]"),
+        ({"runs": {"substitute_fraction": 0}}, "runs.substitute_fraction 0 must be a ratio in (0, 1]"),
+        ({"runs": {"recipes": ["synaug", "orcale"]}}, "unknown recipe 'orcale' in runs.recipes (did you mean 'oracle'?)"),
+        ({"generator": {"steps": "many"}}, "generator.steps must be an integer or null, not 'many'"),
+        ({"plan": {"strategy": "budget"}}, "plan.strategy budget needs plan.budget"),
+    ],
+)
+def test_bad_config_is_one_line_before_any_work(tmp_path, capsys, change, expected):
+    out = tmp_path / "out"
+    config = write_config(tmp_path / "bad.yaml", tiny_config(out, **change))
+    line = error_line(capsys, "run", config)
+    assert line.startswith(f"error: {config}: ") and expected in line
+    assert not out.exists()
+
+
+def test_a_stage_whose_input_is_missing(fashion, tmp_path, capsys):
+    config = write_config(tmp_path / "tiny.yaml", tiny_config(tmp_path / "out"))
+    assert "data" in error_line(capsys, "run", config, "--stage", "plan")
+    assert run_cli(capsys, "run", config, "--stage", "data", "--no-progress")[0] == 0
+    assert run_cli(capsys, "run", config, "--stage", "plan", "--no-progress")[0] == 0
+    line = error_line(capsys, "run", config, "--stage", "train")
+    assert "needs the 'generate' stage's output (synthetic images)" in line
+    assert f"run `synaug run {config} --stage generate` first" in line
+    assert set(stage_folders(tmp_path / "out")) == {"data", "plan"}
+    assert "unknown stage 'trian'; choose one of data, plan" in error_line(capsys, "run", config, "--stage", "trian")
+
+
+def test_a_store_of_another_plan_is_refused_with_the_config_named(fashion, tmp_path, capsys):
+    out = tmp_path / "out"
+    first = write_config(tmp_path / "first.yaml", tiny_config(out))
+    assert run_cli(capsys, "run", first, "--stage", "data", "--no-progress")[0] == 0
+    assert run_cli(capsys, "run", first, "--stage", "plan", "--no-progress")[0] == 0
+    assert run_cli(capsys, "run", first, "--stage", "generate", "--no-progress")[0] == 0
+    second = write_config(tmp_path / "second.yaml", tiny_config(out, plan={"templates": ["a sketch of a {class}"]}))
+    assert run_cli(capsys, "run", second, "--stage", "plan", "--no-progress")[0] == 0
+    line = error_line(capsys, "run", second, "--stage", "train")
+    assert "was made by a different plan or generator" in line and f"than {second} asks for" in line
+    assert "use a new output folder (--out)" in line
+
+
+def test_an_external_store_of_another_plan_or_generator_is_refused(fashion, tmp_path, capsys):
+    store = tmp_path / "store"
+    other_plan = make_plan([3, 1], ["T-shirt/top", "Trouser"], "fill-to-max", image_size=(28, 28), channels=1)
+    generate_plan(other_plan, FakeGenerator(), SyntheticStore(store), progress=False)
+    config = write_config(tmp_path / "tiny.yaml", tiny_config(tmp_path / "out", generator={"store": str(store)}))
+    line = error_line(capsys, "run", config, "--no-progress")
+    assert f"store {store} (generator.store in {config}) was made by a different plan" in line
+    assert "remove generator.store" in line and "new output folder" in line
+
+    # a store made through generator.store is reused from another output folder, and refused for other settings
+    own = tmp_path / "own-store"
+    config = write_config(tmp_path / "own.yaml", tiny_config(tmp_path / "a", generator={"store": str(own)}, runs={"recipes": ["fill"]}))
+    assert run_cli(capsys, "run", config, "--no-progress")[0] == 0
+    assert run_cli(capsys, "run", config, "--out", tmp_path / "b", "--no-progress")[0] == 0
+    (folder,) = stage_folders(tmp_path / "b")["generate"]
+    record = json.loads((tmp_path / "b" / "stages" / folder / "stage.json").read_text())
+    assert record["store"] == str(own) and record["generated"] == 0 and record["already_done"] == 54
+    steps = write_config(tmp_path / "steps.yaml", tiny_config(tmp_path / "c", generator={"store": str(own), "steps": 3}, runs={"recipes": ["fill"]}))
+    line = error_line(capsys, "run", steps, "--no-progress")
+    assert f"store {own} (generator.store in {steps}) was made by generator fake (steps 1), not by fake (steps 3)" in line
