@@ -1,7 +1,7 @@
 """CPU cost of feedback guidance with the shipped embedded Fashion-MNIST generator.
 
 Times end-to-end ``EmbeddedBackend.generate`` of the same prompts and seeds at the generator's
-default sampler settings (DDIM, 20 steps, no classifier-free guidance), unguided and with
+recommended sampler settings (shipped one: DPM-Solver++, 10 steps, guidance 1.5), unguided and with
 :class:`~synaug.guidance.FeedbackGuidance` on both gradient paths, guiding every 5th step (the
 paper's and synaug's default) and every step. The feedback classifier is a small ResNet trained
 here for a few epochs on Fashion-MNIST-LT (IF 100, 1,236 images), or a checkpoint you give.
@@ -51,13 +51,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the classifier trained here")
     parser.add_argument("--generator", default=None, help="embedded generator folder (default: the shipped one)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the generator's)")
+    parser.add_argument("--dtype", default="bf16", help="fp32 | bf16 (default: bf16, what `synaug run` picks on a CPU with native bf16)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's); 1 on a machine busy with other work")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    backend = EmbeddedBackend.default(batch_size=args.images, steps=args.steps) if args.generator is None else \
-        EmbeddedBackend.from_pretrained(args.generator, batch_size=args.images, steps=args.steps)
+    options = dict(batch_size=args.images, steps=args.steps, dtype=args.dtype)
+    backend = EmbeddedBackend.default(**options) if args.generator is None else EmbeddedBackend.from_pretrained(args.generator, **options)
     needs_data = args.checkpoint is None or args.criterion in NEEDS_CLASS_GAUSSIANS
     train_data = fashion_mnist_lt()[0] if needs_data else None
     if args.checkpoint is not None:

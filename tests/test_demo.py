@@ -9,7 +9,7 @@ import pytest
 from fixtures_generation import single_thread_torch  # noqa: F401  (fixture)
 from pipeline_helpers import run_cli, tiny_config, tiny_fashion, write_config
 
-from synaug.pipeline.ablations import RECIPES
+from synaug.pipeline.ablations import GROUP_RECIPES, RECIPES
 from synaug.pipeline.demo import demo_config, packaged_config
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "fashion-mnist-lt.yaml"
@@ -27,7 +27,8 @@ def test_demo_settings_and_what_full_changes():
     assert (config.generator.scheduler, config.generator.steps, config.generator.guidance) == ("dpm++", 10, 1.5)
     assert config.output == "synaug-demo" and overrides == ["output = synaug-demo"] and text == REPO_CONFIG.read_text()
     full, _, overrides = demo_config(full=True, out="elsewhere")
-    assert full.runs.recipes == list(RECIPES) and "fg" in RECIPES and full.runs.seeds == [0, 1, 2] and full.output == "elsewhere"
+    assert full.runs.recipes == [name for name in RECIPES if name not in GROUP_RECIPES] and "fg" in full.runs.recipes
+    assert full.runs.seeds == [0, 1, 2] and full.output == "elsewhere"
     assert (full.feedback.criteria, full.feedback.budgets) == (["entropy", "loss", "hardness"], [1.0, 0.5])
     assert "runs.seeds = [0, 1, 2]" in overrides
 

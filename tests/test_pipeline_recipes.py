@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch
 from synaug.data.dataset import LabeledImages
 from synaug.errors import SynaugError
 from synaug.pipeline.ablations import (
+    GROUP_RECIPES,
     RECIPES,
     build_training_set,
     extra_counts,
@@ -46,7 +49,14 @@ def composition(data: LabeledImages) -> tuple[list[int], list[int]]:
 
 
 def test_the_recipe_table():
-    assert list(RECIPES) == ["ce", "ce_crt", "fill", "fill_mixup", "synaug", "replace", "substitute", "oracle", "fg"]
+    assert list(RECIPES) == [
+        "ce", "ce_crt", "fill", "fill_mixup", "synaug", "replace", "substitute", "oracle", "fg",
+        "erm", "synaug_class", "synaug_group", "group_dro", "dfr", "synaug_dfr",
+    ]
+    assert [name for name, recipe in RECIPES.items() if recipe.groups] == list(GROUP_RECIPES) and GROUP_RECIPES[0] == "erm"
+    cells = {name: (RECIPES[name].cells, RECIPES[name].crt, RECIPES[name].dfr) for name in ("synaug_class", "synaug_group", "synaug_dfr")}
+    assert cells == {"synaug_class": ("class", True, False), "synaug_group": ("class-group", True, False), "synaug_dfr": ("class-group", False, True)}
+    assert RECIPES["group_dro"].objective == "group_dro" and RECIPES["dfr"].dfr and RECIPES["erm"].training_set == "lt"
     synaug = RECIPES["synaug"]
     assert (synaug.training_set, synaug.mixup, synaug.crt) == ("fill", True, True)
     assert (RECIPES["ce_crt"].training_set, RECIPES["ce_crt"].crt, RECIPES["ce"].crt) == ("lt", True, False)
@@ -60,6 +70,15 @@ def test_fill_and_oracle(sets):
     assert composition(build_training_set("lt", real)) == (REAL_COUNTS, [0, 0, 0])
     assert composition(build_training_set("fill", real, fill)) == (REAL_COUNTS, [0, 4, 7])
     assert build_training_set("oracle", real, oracle=oracle) is oracle
+
+
+def test_class_only_synthetic_images_on_group_data_drop_the_unknown_groups(sets):
+    real, fill, _, _ = sets
+    grouped = dataclasses.replace(real, groups=np.arange(len(real)) % 2, group_names=["a", "b"])
+    joined = build_training_set("fill", grouped, fill)
+    assert joined.groups is None and composition(joined) == (REAL_COUNTS, [0, 4, 7])
+    with_groups = dataclasses.replace(fill, groups=np.zeros(len(fill), dtype=int), group_names=["a", "b"])
+    assert build_training_set("fill", grouped, with_groups).groups.tolist() == grouped.groups.tolist() + [0] * len(fill)
 
 
 def test_replace_swaps_every_real_image_of_the_chosen_classes(sets):

@@ -163,7 +163,7 @@ def plan(
 
 def bench(
     plan: Annotated[Optional[str], typer.Option("--plan", help="Measure at this plan's prompts, size and channels (default: a neutral prompt at the generator's size).")] = None,
-    generator: Annotated[str, typer.Option("--generator", help="embedded | a model folder or hub id | python:MODULE:FUNCTION.")] = "embedded",
+    generator: Annotated[str, typer.Option("--generator", help="embedded | embedded:NAME (a shipped generator) | a model folder or hub id | python:MODULE:FUNCTION.")] = "embedded",
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Sampler, e.g. ddim or dpm++ (default: the generator's).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (default: the generator's).")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (default: the generator's).")] = None,
@@ -192,7 +192,7 @@ def generate(
     config: ConfigOpt = None,
     plan: Annotated[Optional[str], typer.Option("--plan", help="Plan file written by `synaug plan`.")] = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Store folder: class folders of PNGs plus a Parquet manifest.")] = None,
-    generator: Annotated[Optional[str], typer.Option("--generator", help="embedded | a model folder or hub id | python:MODULE:FUNCTION (default: embedded).")] = None,
+    generator: Annotated[Optional[str], typer.Option("--generator", help="embedded | embedded:NAME (a shipped generator) | a model folder or hub id | python:MODULE:FUNCTION (default: embedded).")] = None,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Sampler, e.g. ddim or dpm++ (default: the generator's).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (default: the generator's).")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (default: the generator's).")] = None,
@@ -344,7 +344,8 @@ def _real_data(spec: str | dict | None, purpose: str) -> LabeledImages:
 
 
 def load_generator(spec: str, **sampler: Any):
-    """The generator named by ``spec``: "embedded", a model folder or hub id, or "python:MODULE:FUNCTION".
+    """The generator named by ``spec``: "embedded" (the shipped Fashion-MNIST generator), "embedded:NAME"
+    (another shipped one, e.g. embedded:colored-fashion-mnist), a model folder or hub id, or "python:MODULE:FUNCTION".
 
     ``sampler`` settings given (not None) are passed on; for "python:" they are the keyword
     arguments of FUNCTION, which returns a :class:`~synaug.generate.backends.base.Generator`.
@@ -352,10 +353,12 @@ def load_generator(spec: str, **sampler: Any):
     options = {k: v for k, v in sampler.items() if v is not None}
     if spec.startswith(PYTHON_GENERATOR):
         return _python_generator(spec[len(PYTHON_GENERATOR):], options)
-    from synaug.generate.backends.embedded import SPEC_FILE, EmbeddedBackend
+    from synaug.generate.backends.embedded import SHIPPED_PREFIX, SPEC_FILE, EmbeddedBackend
 
     if spec == "embedded":
         return EmbeddedBackend.default(**options)
+    if spec.startswith(SHIPPED_PREFIX):
+        return EmbeddedBackend.shipped(spec[len(SHIPPED_PREFIX):], **options)
     if (Path(spec) / SPEC_FILE).is_file():
         return EmbeddedBackend.from_pretrained(spec, **options)
     from synaug.generate.backends.stable_diffusion import StableDiffusionBackend

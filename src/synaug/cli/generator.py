@@ -85,7 +85,7 @@ def train(
 @app.command("check")
 def check(
     out: Path = typer.Option(..., "--out", help="Folder for check.json, check.md, samples.png and the cached oracle."),
-    generator: str = typer.Option("embedded", help="embedded | a generator folder | an SD checkpoint folder or hub id."),
+    generator: str = typer.Option("embedded", help="embedded | embedded:NAME (a shipped generator) | a generator folder | an SD checkpoint folder or hub id."),
     world: str = typer.Option("fashion-mnist", help="fashion-mnist | colored-fashion-mnist."),
     root: Optional[str] = typer.Option(None, help="Fashion-MNIST folder (defaults to its installed location)."),
     per_cell: int = typer.Option(100, help="Generated images per class (per class x context cell)."),

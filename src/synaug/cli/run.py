@@ -17,7 +17,7 @@ from rich.text import Text
 
 from synaug.pipeline.config import load_run_config
 from synaug.pipeline.stages import STAGES, PipelineResult, run_pipeline
-from synaug.report.results import METRIC_LABELS
+from synaug.report.results import GROUP_METRIC_LABELS, GROUP_METRICS, METRIC_LABELS
 
 TABLE_METRICS = ("top1", "many", "medium", "few")
 
@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
 
 
 def run(
-    config: Annotated[Path, typer.Argument(help="Run config (YAML): data, plan, generator, train, crt, evaluate, runs, feedback, output.")],
+    config: Annotated[Path, typer.Argument(help="Run config (YAML): data, plan, generator, train, crt, group_dro, dfr, evaluate, runs, feedback, output.")],
     stage: Annotated[Optional[str], typer.Option("--stage", help=f"Run only this stage ({', '.join(STAGES)}); earlier ones must be cached.")] = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Output folder (replaces the config's `output`).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
@@ -48,22 +48,24 @@ def run(
 
 
 def print_results(result: PipelineResult, console: Console | None = None) -> None:
-    """The results table (mean ± std over seeds), stage times and where the report is."""
+    """The results table (mean ± std over seeds; group runs: worst-group, means and fairness gaps), stage times and where the report is."""
     console = console or Console(highlight=False)
     if result.summaries:
         seeds = sorted({seed for summary in result.summaries for seed in summary.seeds})
-        table = Table(title=Text(f"accuracy % on the test set, {'mean ± std over seeds ' if len(seeds) > 1 else 'seed '}{', '.join(map(str, seeds))}"))
-        table.add_column("recipe")
-        table.add_column("real", justify="right")
-        table.add_column("synthetic", justify="right")
-        for metric in TABLE_METRICS:
-            table.add_column(METRIC_LABELS[metric], justify="right")
+        grouped = result.summaries[0].grouped
+        metrics, labels = (GROUP_METRICS, GROUP_METRIC_LABELS) if grouped else (TABLE_METRICS, METRIC_LABELS)
+        what = "accuracy % over the test groups, gaps in points" if grouped else "accuracy % on the test set"
+        table = Table(title=Text(f"{what}, {'mean ± std over seeds ' if len(seeds) > 1 else 'seed '}{', '.join(map(str, seeds))}"))
+        table.add_column("recipe", overflow="fold")
+        if not grouped:  # group runs: five metric columns; the image counts are in the report
+            table.add_column("real", justify="right")
+            table.add_column("synthetic", justify="right")
+        for metric in metrics:
+            table.add_column(labels[metric], justify="right", overflow="fold")
         for summary in result.summaries:
             counts = summary.sample_counts
-            table.add_row(
-                Text(summary.label), f"{counts.get('real', 0):,}", f"{counts.get('synthetic', 0):,}",
-                *(summary.cell(metric) for metric in TABLE_METRICS),
-            )
+            sizes = [] if grouped else [f"{counts.get('real', 0):,}", f"{counts.get('synthetic', 0):,}"]
+            table.add_row(Text(summary.label), *sizes, *(summary.cell(metric) for metric in metrics))
         console.print(table)
     totals: dict[str, list[float]] = {}
     for timing in result.timings:

@@ -21,7 +21,7 @@ from synaug.data.cifar import load_cifar
 from synaug.data.dataset import LabeledImages
 from synaug.data.fashion_mnist import load_fashion_mnist
 from synaug.data.folders import load_image_folder, load_split_list
-from synaug.data.groups import load_nico, load_utkface, load_waterbirds
+from synaug.data.groups import load_image_folder_with_groups, load_nico, load_utkface, load_waterbirds
 from synaug.data.spurious import SPLITS as SPURIOUS_SPLITS, spurious_fashion_mnist
 from synaug.errors import SynaugError
 
@@ -29,6 +29,12 @@ DATASET_KINDS = (
     "fashion-mnist", "cifar10", "cifar100", "imagefolder", "split-list",
     "waterbirds", "utkface", "nico", "spurious-fashion-mnist",
 )
+LOADER_OPTIONS = {
+    "utkface": ("target", "sensitive", "age_bins", "skip_malformed"),
+    "nico": ("layout",),
+    "spurious-fashion-mnist": ("imbalance_factor", "max_per_class", "majority", "per_cell_val", "per_cell_test", "seed"),
+}
+GROUP_KINDS = ("waterbirds", "utkface", "nico", "spurious-fashion-mnist")
 INDEX_FORMAT = "synaug-index/1"
 _NATIVE_SHAPE = {"fashion-mnist": (1, 28), "cifar10": (3, 32), "cifar100": (3, 32), "spurious-fashion-mnist": (3, 28)}
 
@@ -40,6 +46,8 @@ def load_dataset(
     list_file: str | Path | None = None,
     size: int | tuple[int, int] | None = None,
     channels: int | None = None,
+    groups_csv: str | Path | None = None,
+    options: dict[str, Any] | None = None,
 ) -> LabeledImages:
     """The dataset of ``kind`` (one of :data:`DATASET_KINDS`).
 
@@ -54,9 +62,19 @@ def load_dataset(
     sensitive attribute race) and ``nico`` (context/class folders), the last two from
     ``root/<split>`` when that folder exists; ``spurious-fashion-mnist`` is the benchmark of
     :func:`synaug.data.spurious.spurious_fashion_mnist` (split train/val/test, 10 classes).
+    ``options`` go to those loaders (see :data:`LOADER_OPTIONS`); ``groups_csv`` gives
+    ``imagefolder`` images a group (:func:`~synaug.data.groups.load_image_folder_with_groups`,
+    paths relative to the folder the split is read from).
     """
     if kind not in DATASET_KINDS:
         raise SynaugError(f"unknown dataset '{kind}'; use one of {', '.join(DATASET_KINDS)}.")
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(LOADER_OPTIONS.get(kind, ())))
+    if unknown:
+        accepted = ", ".join(LOADER_OPTIONS.get(kind, ())) or "none"
+        raise SynaugError(f"dataset kind {kind} takes no option '{unknown[0]}' (its options: {accepted}); remove it.")
+    if groups_csv is not None and kind != "imagefolder":
+        raise SynaugError(f"a group CSV applies to imagefolder data, not {kind}; remove it (group-annotated kinds carry their own groups).")
     if kind in _NATIVE_SHAPE:
         _check_native_shape(kind, size, channels)
         if kind == "fashion-mnist":
@@ -64,7 +82,7 @@ def load_dataset(
         if kind == "spurious-fashion-mnist":
             if split not in SPURIOUS_SPLITS:
                 raise SynaugError(f"spurious-fashion-mnist has no split '{split}'; use one of {', '.join(SPURIOUS_SPLITS)}.")
-            return spurious_fashion_mnist(root=root)[split]
+            return spurious_fashion_mnist(root=root, **options)[split]
         if root is None:
             raise SynaugError(f"{kind} needs a root folder; pass the folder holding the extracted CIFAR python version.")
         return load_cifar(root, split, variant=kind)
@@ -73,13 +91,15 @@ def load_dataset(
     channels = 3 if channels is None else channels
     folder = Path(root) / split if (Path(root) / split).is_dir() else Path(root)
     if kind == "imagefolder":
+        if groups_csv is not None:
+            return load_image_folder_with_groups(folder, groups_csv, size=size, channels=channels)
         return load_image_folder(folder, size=size, channels=channels)
     if kind == "waterbirds":
         return load_waterbirds(root, split, size=size, channels=channels)
     if kind == "utkface":
-        return load_utkface(folder, size=size, channels=channels)
+        return load_utkface(folder, size=size, channels=channels, **options)
     if kind == "nico":
-        return load_nico(folder, size=size, channels=channels)
+        return load_nico(folder, size=size, channels=channels, **options)
     if list_file is None:
         raise SynaugError("split-list needs a list file; pass the ImageNet-LT/Places-LT style `path label` file.")
     return load_split_list(list_file, root, size=size, channels=channels)

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from synaug.data.dataset import LabeledImages
+from synaug.data.groups import group_cells
 from synaug.data.registry import write_atomic
 from synaug.errors import SynaugError
 from synaug.evaluate.plots import LABELLED_CLASSES_MAX, _save
@@ -98,6 +100,16 @@ def group_report(
     if sensitive is not None:
         report["fairness"] = fairness_report(labels, predictions, sensitive, sensitive_names, num_classes)
     return report
+
+
+def cell_report(logits: torch.Tensor | np.ndarray, test: LabeledImages, train: LabeledImages) -> dict[str, Any]:
+    """:func:`group_report` over the (class, group) cells of ``test``, the means weighted by the cells
+    of ``train`` (the real training set), the group attribute as the sensitive feature."""
+    cells, names = group_cells(test)
+    return group_report(
+        logits, test.labels, cells, names, train.cell_counts().ravel(), sensitive=test.groups,
+        sensitive_names=test.group_names, num_classes=test.num_classes,
+    )
 
 
 def fairness_report(

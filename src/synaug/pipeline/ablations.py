@@ -1,4 +1,4 @@
-"""The recipes of the SYNAuG paper's ablation set, and the training sets they train on.
+"""The recipes of the SYNAuG paper's ablation set and of group robustness, and the training sets they train on.
 
 A recipe names a training set, whether the recipe mixes (Mixup/CutMix as set in the
 config's ``train`` section) and whether the classifier is re-trained afterwards (cRT):
@@ -16,6 +16,27 @@ substitute   substitute     yes   no    a fraction of every class's real images 
 oracle       oracle         no    no    balanced *real* data of the uniformized size
 fg           fill (guided)  yes   yes   feedback-guided synthesis (FG) + Mixup + cRT
 ============ ============== ===== ===== ===================================================
+
+Group recipes (group data only, see :mod:`synaug.pipeline.config`; scored per (class,
+group) cell, the last layer re-trained by cRT or by DFR on the group-balanced validation split):
+
+============ ============== ===== ===== ===================================================
+recipe       training set   mix   last  what it shows
+============ ============== ===== ===== ===================================================
+erm          lt             no    –     ERM: cross-entropy on the real data (= ``ce``)
+synaug_class fill, classes  yes   cRT   SYNAuG's class-level fill, groups ignored
+synaug_group fill, cells    yes   cRT   group-uniform SYNAuG: every class x group cell filled
+group_dro    lt             no    –     Group-DRO on the real data
+dfr          lt             no    DFR   ERM + DFR
+synaug_dfr   fill, cells    yes   DFR   the group-uniform SYNAuG model + DFR
+============ ============== ===== ===== ===================================================
+
+``synaug_class``'s plan fills every class to the largest class with prompts that name the
+class only (``plan.templates``), as SYNAuG's class-level uniformization does: the generator's
+prior chooses the context and the images carry no group label. ``synaug_group``'s plan fills
+every (class, group) cell to the largest cell with prompts that name the group
+(``plan.group_templates``). The class recipes ``fill``, ``fill_mixup`` and ``synaug`` fill the
+cells of ``plan.cells``.
 
 ``fg`` is SYNAuG's training with a feedback-guided store in place of the fill store; it
 expands into one row per criterion of ``feedback.criteria`` and budget of ``feedback.budgets``
@@ -42,7 +63,9 @@ images drawn with other seeds):
 
 Runs with the same training set and settings share one training: ``ce_crt`` re-trains the
 classifier of the ``ce`` model, ``synaug`` that of the ``fill_mixup`` model, and the ``ce``
-model of the first seed is also the default feedback classifier of the ``fg`` rows.
+model of the first seed is also the default feedback classifier of the ``fg`` rows. On group
+data ``erm`` is ``ce``'s training, ``dfr`` re-trains its last layer and ``synaug_dfr`` that of
+``synaug_group``'s model.
 """
 
 from __future__ import annotations
@@ -58,6 +81,8 @@ from synaug.errors import SynaugError
 
 TRAINING_SETS = ("lt", "fill", "replace", "substitute", "oracle")
 SHOT_GROUP_NAMES = ("few", "medium", "many")
+PLAN_CELLS = ("class", "class-group")
+OBJECTIVES = ("ce", "group_dro")
 
 
 @dataclass(frozen=True)
@@ -70,10 +95,12 @@ class Guidance:
 
 @dataclass(frozen=True)
 class Recipe:
-    """One row of the results table: a training set, mixing on or off, cRT on or off.
+    """One row of the results table: a training set, mixing on or off, cRT (or DFR) on or off.
 
     ``guided`` recipes train on feedback-guided stores; :func:`expand_recipes` makes one row
-    per criterion and budget of them, each with its ``guidance``.
+    per criterion and budget of them, each with its ``guidance``. ``cells``: the cells the fill
+    plan fills (one of :data:`PLAN_CELLS`; None: the config's ``plan.cells``). ``objective``: the
+    training loss (one of :data:`OBJECTIVES`). ``groups``: the recipe needs group data.
     """
 
     name: str
@@ -83,6 +110,10 @@ class Recipe:
     crt: bool
     guided: bool = False
     guidance: Guidance | None = None
+    cells: str | None = None
+    objective: str = "ce"
+    dfr: bool = False
+    groups: bool = False
 
     @property
     def uses_synthetic(self) -> bool:
@@ -105,8 +136,16 @@ RECIPES: dict[str, Recipe] = {
         Recipe("substitute", "substitute real by synthetic + Mixup", "substitute", mixup=True, crt=False),
         Recipe("oracle", "balanced real (oracle)", "oracle", mixup=False, crt=False),
         Recipe("fg", "FG (fill + Mixup + cRT)", "fill", mixup=True, crt=True, guided=True),
+        Recipe("erm", "ERM", "lt", mixup=False, crt=False, groups=True),
+        Recipe("synaug_class", "SYNAuG class-only", "fill", mixup=True, crt=True, cells="class", groups=True),
+        Recipe("synaug_group", "SYNAuG group-uniform", "fill", mixup=True, crt=True, cells="class-group", groups=True),
+        Recipe("group_dro", "Group-DRO", "lt", mixup=False, crt=False, objective="group_dro", groups=True),
+        Recipe("dfr", "ERM + DFR", "lt", mixup=False, crt=False, dfr=True, groups=True),
+        Recipe("synaug_dfr", "SYNAuG group-uniform + DFR", "fill", mixup=True, crt=False, cells="class-group", dfr=True, groups=True),
     )
 }
+GROUP_RECIPES = tuple(name for name, recipe in RECIPES.items() if recipe.groups)
+CLASS_ONLY_RECIPES = ("replace", "substitute", "oracle", "fg")  # they need a class long tail (or FG's classifier) and no groups
 
 
 def expand_recipes(names: Sequence[str], criteria: Sequence[str], budgets: Sequence[float]) -> list[Recipe]:
@@ -212,8 +251,16 @@ def build_training_set(
 
 
 def join(first: LabeledImages, second: LabeledImages) -> LabeledImages:
-    """``first`` followed by ``second``; an empty ``second`` (e.g. a store with no image) adds nothing."""
-    return first if len(second) == 0 else first.concat(second)
+    """``first`` followed by ``second``; an empty ``second`` (e.g. a store with no image) adds nothing.
+
+    When only one of them has groups (class-only synthetic images on group data) the result
+    has none: the synthetic images' groups are unknown.
+    """
+    if len(second) == 0:
+        return first
+    if (first.groups is None) != (second.groups is None):
+        first, second = (replace(data, groups=None, group_names=None) for data in (first, second))
+    return first.concat(second)
 
 
 def first_per_class(labels: np.ndarray, wanted: np.ndarray) -> np.ndarray:

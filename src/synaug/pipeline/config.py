@@ -2,15 +2,28 @@
 
 ::
 
-    data:       which dataset, its long-tailed draw (or an index file), the test split
-    plan:       how many synthetic images per class, and their prompts
+    data:       which dataset, its long-tailed draw (or an index file), the test (and validation) split
+    plan:       how many synthetic images per class (or class x group cell), and their prompts
     generator:  which generator samples them, with which sampler settings
     train:      TrainConfig fields (optionally starting from a named ``recipe``)
     crt:        classifier re-training settings
+    group_dro:  Group-DRO settings of the ``group_dro`` recipe
+    dfr:        DFR settings of the ``dfr`` and ``synaug_dfr`` recipes
     evaluate:   many / medium / few thresholds
     runs:       the recipes to run (see :mod:`synaug.pipeline.ablations`) and the seeds
     feedback:   feedback-guided synthesis of the ``fg`` recipe: criteria, guidance, budgets, classifier
     output:     the output folder
+
+**Group data.** Group-annotated kinds (``waterbirds``, ``utkface``, ``nico``,
+``spurious-fashion-mnist``, or ``imagefolder`` with ``data.groups_csv``) make a *group run*:
+the group recipes (``erm``, ``synaug_class``, ``synaug_group``, ``group_dro``, ``dfr``,
+``synaug_dfr``) become available and every recipe is scored per (class, group) cell on the test
+split (worst-group accuracy, means, fairness gaps). ``data.val_split`` names the held-out split
+DFR re-trains on. ``plan.cells`` decides the cells of the plan the class recipes (``fill``,
+``fill_mixup``, ``synaug``) fill: ``class`` (SYNAuG's class-level uniformization, prompts from
+``plan.templates``, without a group) or ``class-group`` (every class x group cell filled to the
+same count, prompts from ``plan.group_templates`` with ``{context}``); ``synaug_class`` and
+``synaug_group`` fix their own cells.
 
 Every key is checked when the file is read, before any work: an unknown key names the
 nearest valid one, and out-of-range values (a negative Mixup alpha, a substitution
@@ -36,14 +49,19 @@ import numpy as np
 import yaml
 
 from synaug.config import from_dict, load_yaml, to_dict
+from synaug.data.groups import NICO_LAYOUTS, UTKFACE_AGE_BINS, UTKFACE_ATTRIBUTES, _check_age_bins
 from synaug.data.longtail import PROFILES
-from synaug.data.registry import DATASET_KINDS
+from synaug.data.registry import DATASET_KINDS, GROUP_KINDS
+from synaug.data.spurious import MIN_MAJORITY
 from synaug.errors import SynaugError
 from synaug.guidance.criteria import CRITERIA
 from synaug.guidance.feedback import DEFAULT_EVERY, DEFAULT_SCALE, GRADIENT_PATHS
-from synaug.pipeline.ablations import RECIPES, SHOT_GROUP_NAMES
+from synaug.pipeline.ablations import CLASS_ONLY_RECIPES, GROUP_RECIPES, PLAN_CELLS, RECIPES, SHOT_GROUP_NAMES
 from synaug.plan.planner import STRATEGIES, make_plan
+from synaug.plan.prompts import GROUP_FIELDS, check_templates, template_fields
 from synaug.train.crt import SOURCES
+from synaug.train.dfr import DFR_C_GRID, DFR_RETRAINS
+from synaug.train.group_dro import DRO_STEP_SIZE, DRO_WEIGHT_DECAY
 from synaug.train.trainer import RECIPES as TRAIN_RECIPES
 from synaug.train.trainer import TrainConfig
 
@@ -69,9 +87,51 @@ class LongtailSection:
 
 
 @dataclass
+class SpuriousSection:
+    """The spurious-correlation benchmark of kind ``spurious-fashion-mnist`` (see
+    :func:`synaug.data.spurious.spurious_fashion_mnist`): its long tail over classes, the share
+    of each class on its majority context, images per (class, context) cell of val and test.
+    ``binary``: train and score the binary target (red-majority vs blue-majority class), the
+    variant whose fairness gaps are the binary equalized-odds and demographic-parity differences;
+    plans still fill the ten item classes (prompts name the item)."""
+
+    imbalance_factor: float = 10.0
+    max_per_class: int = 500
+    majority: float = 0.95
+    per_cell_val: int = 50
+    per_cell_test: int = 500
+    seed: int = 0
+    binary: bool = False
+
+
+@dataclass
+class UtkfaceSection:
+    """UTKFace labels (see :func:`synaug.data.groups.load_utkface`): the ``target`` the classifier
+    predicts and the ``sensitive`` attribute that forms the groups, among age, gender and race."""
+
+    target: str = "gender"
+    sensitive: str = "race"
+    age_bins: list[int] = field(default_factory=lambda: list(UTKFACE_AGE_BINS))
+    skip_malformed: bool = False
+
+
+@dataclass
+class NicoSection:
+    """NICO++ folder layout: ``context/class`` or ``class/context``."""
+
+    layout: str = "context/class"
+
+
+@dataclass
 class DataSection:
     """The real data: ``kind`` as in :func:`synaug.data.load_dataset`, then a long-tailed draw
-    (``longtail``), a subset stored in an index file (``index``), or the whole ``split``."""
+    (``longtail``), a subset stored in an index file (``index``), or the whole ``split``.
+
+    Group data: ``val_split`` names the held-out split of DFR; ``groups_csv`` (and
+    ``val_groups_csv``, ``test_groups_csv``) give ``imagefolder`` images a group (``path,group``
+    rows, paths relative to the split's folder); ``spurious``, ``utkface`` and ``nico`` hold the
+    options of those kinds.
+    """
 
     kind: str = "fashion-mnist"
     root: str | None = None
@@ -83,13 +143,45 @@ class DataSection:
     index: str | None = None
     test_split: str = "test"
     test_list_file: str | None = None
+    val_split: str | None = None
+    groups_csv: str | None = None
+    val_groups_csv: str | None = None
+    test_groups_csv: str | None = None
+    spurious: SpuriousSection | None = None
+    utkface: UtkfaceSection | None = None
+    nico: NicoSection | None = None
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the data carries group labels (a group run)."""
+        return self.kind in GROUP_KINDS or (self.kind == "imagefolder" and self.groups_csv is not None)
+
+    def loader_options(self) -> dict[str, Any]:
+        """The keyword arguments of the kind's loader (:data:`synaug.data.registry.LOADER_OPTIONS`)."""
+        if self.kind == "spurious-fashion-mnist":
+            return {k: v for k, v in to_dict(self.spurious or SpuriousSection()).items() if k != "binary"}
+        if self.kind == "utkface":
+            return to_dict(self.utkface or UtkfaceSection())
+        if self.kind == "nico":
+            return to_dict(self.nico or NicoSection())
+        return {}
+
+    @property
+    def binary(self) -> bool:
+        """Whether the run trains and scores the spurious benchmark's binary target."""
+        return self.kind == "spurious-fashion-mnist" and self.spurious is not None and self.spurious.binary
 
 
 @dataclass
 class PlanSection:
     """The synthesis plan (see :mod:`synaug.plan.planner`). ``class_prompt_names`` renames classes
     in prompts: a mapping ``{class name: prompt name}``, or the path of a text file with one
-    prompt name per line in label order (e.g. ImageNet's class names)."""
+    prompt name per line in label order (e.g. ImageNet's class names).
+
+    Group data: ``cells`` is ``class`` or ``class-group`` (see the module doc);
+    ``group_templates`` are the prompts of class x group plans (each with ``{context}``),
+    ``group_prompt_names`` renames groups in them (``{water: lake}``).
+    """
 
     strategy: str = "fill-to-max"
     target: int | None = None
@@ -97,6 +189,9 @@ class PlanSection:
     templates: list[str] = field(default_factory=list)
     class_prompt_names: dict[str, str] | str | None = None
     negative_prompt: str | None = None
+    cells: str = "class"
+    group_templates: list[str] = field(default_factory=list)
+    group_prompt_names: dict[str, str] | None = None
 
 
 @dataclass
@@ -146,6 +241,26 @@ class CrtSection:
     lr: float = 0.1
     batch_size: int = 128
     weight_decay: float = 5e-4
+
+
+@dataclass
+class GroupDroSection:
+    """Group-DRO (:func:`synaug.train.group_dro.train_group_dro`) of the ``group_dro`` recipe: the
+    exponentiated-gradient ``step_size``, the group ``adjustment`` C and the ``weight_decay``
+    that replaces the train section's (Group-DRO needs strong regularisation)."""
+
+    step_size: float = DRO_STEP_SIZE
+    adjustment: float = 0.0
+    weight_decay: float = DRO_WEIGHT_DECAY
+
+
+@dataclass
+class DfrSection:
+    """DFR (:func:`synaug.train.dfr.dfr_retrain`) of ``dfr`` and ``synaug_dfr``: the inverse L1
+    strengths tried on the validation split and the number of fits averaged for the last layer."""
+
+    c_grid: list[float] = field(default_factory=lambda: list(DFR_C_GRID))
+    retrains: int = DFR_RETRAINS
 
 
 @dataclass
@@ -200,6 +315,8 @@ class RunConfig:
     generator: GeneratorSection = field(default_factory=GeneratorSection)
     train: TrainSection = field(default_factory=TrainSection)
     crt: CrtSection = field(default_factory=CrtSection)
+    group_dro: GroupDroSection = field(default_factory=GroupDroSection)
+    dfr: DfrSection = field(default_factory=DfrSection)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
     runs: RunsSection = field(default_factory=RunsSection)
     feedback: FeedbackSection = field(default_factory=FeedbackSection)
@@ -274,6 +391,7 @@ def check_run_config(config: RunConfig, where: str = "config") -> None:
             raise SynaugError(f"{where}: data.longtail.max_per_class must be at least 1.")
     if data.kind == "split-list" and data.list_file is None and data.index is None:
         raise SynaugError(f"{where}: data.kind split-list needs data.list_file (the `path label` file of the training images).")
+    _check_group_data(data, where)
 
     plan = config.plan
     _choice(f"{where}: plan.strategy", plan.strategy, STRATEGIES)
@@ -284,8 +402,17 @@ def check_run_config(config: RunConfig, where: str = "config") -> None:
             raise SynaugError(f"{where}: plan.{key} is used only by plan.strategy {strategy}; remove it or change the strategy.")
     try:  # the planner's own checks of strategy parameters and templates, on two dummy classes
         make_plan(np.array([2, 1]), ["a", "b"], plan.strategy, target=plan.target, budget=plan.budget, templates=plan.templates)
+        if plan.group_templates:
+            check_templates(plan.group_templates, with_groups=True)
     except SynaugError as exc:
         raise SynaugError(f"{where}: plan: {exc}") from None
+    _choice(f"{where}: plan.cells", plan.cells, PLAN_CELLS)
+    for template in plan.group_templates:
+        if not set(template_fields(template)) & set(GROUP_FIELDS):
+            raise SynaugError(
+                f"{where}: plan.group_templates '{template}' names no group; class x group prompts need {{context}}, "
+                "e.g. 'a photo of a {class} on a {context} background'."
+            )
 
     generator = config.generator
     from synaug.generate.pipeline import make_scheduler
@@ -310,6 +437,12 @@ def check_run_config(config: RunConfig, where: str = "config") -> None:
     if crt.epochs < 1 or crt.batch_size < 1 or crt.lr <= 0 or crt.weight_decay < 0:
         raise SynaugError(f"{where}: crt needs epochs >= 1, batch_size >= 1, lr > 0 and weight_decay >= 0.")
 
+    dro, dfr = config.group_dro, config.dfr
+    if dro.step_size < 0 or dro.adjustment < 0 or dro.weight_decay < 0:
+        raise SynaugError(f"{where}: group_dro needs step_size, adjustment and weight_decay >= 0 (the defaults are {DRO_STEP_SIZE}, 0 and {DRO_WEIGHT_DECAY}).")
+    if not dfr.c_grid or min(dfr.c_grid) <= 0 or dfr.retrains < 1:
+        raise SynaugError(f"{where}: dfr needs a non-empty c_grid of values > 0 and retrains >= 1, e.g. c_grid: {list(DFR_C_GRID)}.")
+
     evaluate = config.evaluate
     if evaluate.few_threshold > evaluate.many_threshold:
         raise SynaugError(f"{where}: evaluate.few_threshold {evaluate.few_threshold} exceeds evaluate.many_threshold {evaluate.many_threshold}; swap them.")
@@ -324,6 +457,7 @@ def check_run_config(config: RunConfig, where: str = "config") -> None:
             raise SynaugError(f"{where}: unknown recipe '{name}' in runs.recipes{_nearest(name, RECIPES)}; choose from {', '.join(RECIPES)}.")
     if len(set(runs.recipes)) != len(runs.recipes):
         raise SynaugError(f"{where}: runs.recipes lists a recipe twice; list each once.")
+    _check_group_recipes(config, where)
     if not runs.seeds or len(set(runs.seeds)) != len(runs.seeds) or min(runs.seeds) < 0:
         raise SynaugError(f"{where}: runs.seeds must list distinct non-negative integers, e.g. [0, 1, 2].")
     if not 0 < runs.substitute_fraction <= 1:
@@ -344,6 +478,67 @@ def check_run_config(config: RunConfig, where: str = "config") -> None:
             "give data.longtail (or data.index), or remove 'oracle' from runs.recipes."
         )
     _check_feedback(config.feedback, any(RECIPES[name].guided for name in runs.recipes), where)
+
+
+def _check_group_data(data: DataSection, where: str) -> None:
+    """One-line errors for the group options of the data section."""
+    for key, kind in (("spurious", "spurious-fashion-mnist"), ("utkface", "utkface"), ("nico", "nico")):
+        if getattr(data, key) is not None and data.kind != kind:
+            raise SynaugError(f"{where}: data.{key} holds options of data.kind {kind}, not {data.kind}; remove it or set data.kind: {kind}.")
+    for key in ("groups_csv", "val_groups_csv", "test_groups_csv"):
+        if getattr(data, key) is not None and data.kind != "imagefolder":
+            raise SynaugError(f"{where}: data.{key} gives imagefolder images a group; {data.kind} data carries its own groups, so remove it.")
+    if data.groups_csv is None and (data.val_groups_csv or data.test_groups_csv):
+        raise SynaugError(f"{where}: data.val_groups_csv / test_groups_csv need data.groups_csv for the training split; give it too.")
+    if data.kind == "imagefolder" and data.groups_csv is not None and data.test_groups_csv is None:
+        raise SynaugError(f"{where}: imagefolder data with data.groups_csv needs data.test_groups_csv (the groups of the test images).")
+    if data.kind == "imagefolder" and data.groups_csv is not None and data.val_split is not None and data.val_groups_csv is None:
+        raise SynaugError(f"{where}: data.val_split {data.val_split} needs data.val_groups_csv (the groups of the validation images).")
+    if data.val_split is not None and not data.grouped:
+        raise SynaugError(f"{where}: data.val_split is the group-balanced split of DFR; {data.kind} data has no groups, so remove it.")
+    if data.kind == "spurious-fashion-mnist":
+        if data.longtail is not None or data.index is not None:
+            raise SynaugError(f"{where}: spurious-fashion-mnist draws its own long tail; remove data.longtail / data.index and set data.spurious.imbalance_factor and max_per_class.")
+        spurious = data.spurious or SpuriousSection()
+        if not MIN_MAJORITY <= spurious.majority <= 1:
+            raise SynaugError(f"{where}: data.spurious.majority {spurious.majority:g} must lie in [{MIN_MAJORITY}, 1], e.g. 0.95.")
+        if spurious.imbalance_factor < 1 or min(spurious.max_per_class, spurious.per_cell_val, spurious.per_cell_test) < 1:
+            raise SynaugError(f"{where}: data.spurious needs imbalance_factor >= 1 and max_per_class, per_cell_val, per_cell_test >= 1.")
+    if data.utkface is not None:
+        for role in ("target", "sensitive"):
+            _choice(f"{where}: data.utkface.{role}", getattr(data.utkface, role), UTKFACE_ATTRIBUTES)
+        if data.utkface.target == data.utkface.sensitive:
+            raise SynaugError(f"{where}: data.utkface.target and sensitive are both '{data.utkface.target}'; choose two different attributes.")
+        try:
+            _check_age_bins(data.utkface.age_bins)
+        except SynaugError as exc:
+            raise SynaugError(f"{where}: data.utkface: {exc}") from None
+    if data.nico is not None:
+        _choice(f"{where}: data.nico.layout", data.nico.layout, NICO_LAYOUTS)
+
+
+def _check_group_recipes(config: RunConfig, where: str) -> None:
+    """Group recipes need group data (and DFR a validation split); some class recipes need class data."""
+    data, runs = config.data, config.runs
+    fix = "use a group-annotated data.kind (waterbirds, utkface, nico, spurious-fashion-mnist) or imagefolder with data.groups_csv"
+    if config.plan.cells == "class-group" and not data.grouped:
+        raise SynaugError(f"{where}: plan.cells class-group fills class x group cells, but {data.kind} data has no groups; set plan.cells: class or {fix}.")
+    for name in runs.recipes:
+        if name in GROUP_RECIPES and not data.grouped:
+            raise SynaugError(f"{where}: recipe '{name}' needs group labels, and {data.kind} data has none; {fix}, or remove '{name}'.")
+        if name in CLASS_ONLY_RECIPES and data.grouped:
+            raise SynaugError(
+                f"{where}: recipe '{name}' is for class-imbalance runs, not group data; "
+                f"use {', '.join(GROUP_RECIPES)} (or ce, ce_crt, fill, fill_mixup, synaug)."
+            )
+        if RECIPES[name].dfr and data.val_split is None:
+            raise SynaugError(f"{where}: recipe '{name}' re-trains the last layer on the group-balanced validation split; set data.val_split (e.g. val).")
+    cells = {RECIPES[name].cells or config.plan.cells for name in runs.recipes if RECIPES[name].uses_synthetic}
+    if config.generator.store is not None and len(cells) > 1:
+        raise SynaugError(
+            f"{where}: generator.store holds one plan's images, and these recipes fill both classes and class x group cells; "
+            "remove generator.store (each plan gets a store in the output folder)."
+        )
 
 
 def _check_feedback(feedback: FeedbackSection, used: bool, where: str) -> None:
@@ -372,7 +567,8 @@ def _check_feedback(feedback: FeedbackSection, used: bool, where: str) -> None:
 # ---- helpers -------------------------------------------------------------------------------
 _SECTIONS = {
     "data": DataSection, "plan": PlanSection, "generator": GeneratorSection, "train": TrainSection,
-    "crt": CrtSection, "evaluate": EvaluateSection, "runs": RunsSection, "feedback": FeedbackSection,
+    "crt": CrtSection, "group_dro": GroupDroSection, "dfr": DfrSection, "evaluate": EvaluateSection,
+    "runs": RunsSection, "feedback": FeedbackSection,
 }
 
 

@@ -7,7 +7,8 @@ the digest covers the stage's own config section and the digests of its inputs:
 stage             inputs hashed                             output
 ================= ========================================= =========================================
 data              dataset source, long-tail draw or index   ``train-index.json`` (the long tail)
-plan              data, plan section, generator seed        ``plan.json``
+plan              data, plan section and cells, generator   ``plan.json`` (group runs: one per cells
+                  seed                                      kind the recipes fill, class / class-group)
 plan-extra        plan, extra images per class              ``plan.json`` (replace / substitute)
 plan-feedback     plan, budget fraction                     ``plan.json`` (one per ``fg`` budget)
 generate          plan, generator weights, sampler          ``store/`` (resumable in place)
@@ -15,9 +16,12 @@ generate-extra    plan-extra, generator weights, sampler    ``store/``
 generate-feedback plan-feedback, generator weights, sampler ``store/`` (one per ``fg`` criterion and
                   feedback settings, the feedback           budget; the manifest's ``criterion``
                   classifier's weights                      column holds each image's score)
-train             training set (data, stores), TrainConfig  ``checkpoint/``
+train             training set (data, stores), TrainConfig, ``checkpoint/``
+                  Group-DRO settings (``group_dro``)
 crt               train, crt section, seed                  ``checkpoint/``
-evaluate          model, data, evaluate section             ``metrics.json``
+crt-dfr           train, dfr section, seed, data            ``checkpoint/`` (DFR's last layer)
+evaluate          model, data, evaluate section             ``metrics.json`` (group runs: with the
+                                                            group report, ``group_report``)
 report            (always rewritten)                        ``OUT/report/``
 ================= ========================================= =========================================
 
@@ -26,7 +30,15 @@ synthetic store; runs that differ only in cRT share their training (``ce`` / ``c
 The default feedback classifier of the ``fg`` rows is the ``ce`` training of the first seed
 (trained during the generate stage when no ``ce`` row asked for it first); guided stores
 never replace the unguided one, whose digest does not depend on the feedback section.
-``run(stage=...)`` runs one stage: the stages before it must be cached already.
+``run(stage=...)`` runs one stage: the stages before it must be cached already (``--stage crt``
+also runs DFR).
+
+Group runs (group-annotated data, see :mod:`synaug.pipeline.config`) load the validation split
+with the training and test splits, fill the cells each recipe asks for, and score every model
+with :func:`synaug.evaluate.groups.group_report` over the (class, group) cells of the test split,
+the groups being the sensitive attribute of the fairness gaps. With the spurious benchmark's
+binary target, plans and stores keep the ten item classes and every set is relabelled before
+training and scoring.
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
@@ -51,8 +63,10 @@ from synaug.data.dataset import LabeledImages
 from synaug.data.fashion_mnist import find_fashion_mnist
 from synaug.data.longtail import balanced_subset
 from synaug.data.registry import load_dataset, load_index, save_index
+from synaug.data.spurious import binary_target
 from synaug.errors import SynaugError
 from synaug.evaluate import evaluate
+from synaug.evaluate.groups import cell_report
 from synaug.generate.store import INFO_FILE, SyntheticStore
 from synaug.guidance.criteria import NEEDS_CLASS_GAUSSIANS
 from synaug.pipeline.ablations import (
@@ -69,7 +83,7 @@ from synaug.pipeline.ablations import (
 from synaug.pipeline.cache import StageCache, stage_digest
 from synaug.pipeline.config import RunConfig
 from synaug.plan.planner import SynthesisPlan, make_plan, plan_for_dataset
-from synaug.report import ReportInputs, RunResult, StageTiming, aggregate, write_report
+from synaug.report import GroupFacts, ReportInputs, RunResult, StageTiming, aggregate, write_report
 from synaug.report.results import RecipeSummary
 
 STAGES = ("data", "plan", "generate", "train", "crt", "evaluate", "report")
@@ -80,6 +94,7 @@ METRICS_FILE = "metrics.json"
 EXTRA_SEED_OFFSET = 1_000_003  # the extra plan's run seed: the fill plan's plus this, so its images differ
 GRID_PER_CLASS = 10
 FOLDER_KINDS = ("imagefolder", "nico", "utkface")
+GROUP_PLAN_KEYS = ("cells", "group_templates", "group_prompt_names")
 
 
 @dataclass
@@ -93,7 +108,12 @@ class StageOutput:
 
 @dataclass
 class DataOutput:
-    """The real data: the long-tailed training set, the test set and where they come from."""
+    """The real data: the long-tailed training set, the test set and where they come from.
+
+    ``val`` is the validation split of group runs (None without ``data.val_split``). ``train``
+    keeps the classes plans fill; ``test`` and ``val`` carry the target the models predict
+    (the binary one of the spurious benchmark's binary variant).
+    """
 
     digest: str
     train: LabeledImages
@@ -101,6 +121,7 @@ class DataOutput:
     source: dict[str, Any]
     oracle_draw: dict[str, Any] | None
     description: str
+    val: LabeledImages | None = None
 
 
 @dataclass
@@ -210,31 +231,34 @@ class Pipeline:
         if stage == "data":
             return self._result([], started, environment)
 
-        # 3. Plans: the fill plan, extra images for replace / substitute, one budget plan per FG budget
-        fill_plan = self._plan_stage(data) if any(r.uses_synthetic for r in recipes) else None
+        # 3. Plans: one fill plan per cells kind, extra images for replace / substitute, one budget plan per FG budget
+        plans = {cells: self._plan_stage(data, cells) for cells in dict.fromkeys(self._cells(r) for r in recipes if r.uses_synthetic)}
+        fill_plan = plans.get(self.config.plan.cells)
         extra_plan = self._extra_plan_stage(data, fill_plan, recipes) if any(r.uses_extra for r in recipes) else None
         budget_plans = {budget: self._feedback_plan_stage(fill_plan, budget) for budget in dict.fromkeys(g.budget for g in guided)}
         if stage == "plan":
             return self._result([], started, environment)
 
         # 4. Generate: one store per plan and guidance (the generator is loaded only when images are missing)
-        unguided = any(r.uses_synthetic and r.guidance is None for r in recipes)
-        fill_store = self._generate_stage("generate", fill_plan) if unguided else None
+        unguided = dict.fromkeys(self._cells(r) for r in recipes if r.uses_synthetic and r.guidance is None)
+        stores = {cells: self._generate_stage("generate", plans[cells]) for cells in unguided}
         extra_store = self._generate_stage("generate-extra", extra_plan) if extra_plan is not None else None
         guided_stores = self._guided_stores(guided, budget_plans, data) if guided else {}
         if stage == "generate":
             return self._result([], started, environment)
 
-        # 5. Train, re-train the classifier, evaluate: every recipe at every seed
+        # 5. Train, re-train the last layer (cRT or DFR), evaluate: every recipe at every seed
         runs = []
         for recipe in recipes:
-            synthetic = guided_stores.get(recipe.guidance, fill_store)
+            synthetic = guided_stores.get(recipe.guidance) if recipe.guidance else stores.get(self._cells(recipe))
             for seed in self.config.runs.seeds:
                 model = self._train_stage(recipe, seed, data, synthetic, extra_store)
                 if stage == "train":
                     continue
                 if recipe.crt:
                     model = self._crt_stage(recipe, seed, model, data, synthetic, extra_store)
+                if recipe.dfr:
+                    model = self._dfr_stage(recipe, seed, model, data)
                 if stage == "crt":
                     continue
                 metrics = self._evaluate_stage(recipe, seed, model, data)
@@ -243,7 +267,11 @@ class Pipeline:
             return self._result(runs, started, environment)
 
         # 6. Report
-        return self._report_stage(runs, data, fill_store, list(guided_stores.values()), started, environment)
+        return self._report_stage(runs, data, stores, list(guided_stores.values()), started, environment)
+
+    def _cells(self, recipe: Recipe) -> str:
+        """The cells the recipe's fill plan fills: its own, else plan.cells."""
+        return recipe.cells or self.config.plan.cells
 
     # ---- data --------------------------------------------------------------------------------
     def _data_stage(self) -> DataOutput:
@@ -251,7 +279,12 @@ class Pipeline:
         index = load_index(section.index) if section.index is not None else None
         source = self._source(index)
         test_source = self._test_source(source)
+        val_source = self._split_source(source, section.val_split, section.val_groups_csv, "val_split") if section.val_split else None
         inputs: dict[str, Any] = {"source": source, "test": test_source}
+        if val_source is not None:
+            inputs["val"] = val_source
+        if section.binary:
+            inputs["target"] = "binary"
         if index is not None:
             inputs["index"] = hashlib.sha256(Path(section.index).read_bytes()).hexdigest()[:16]
         elif section.longtail is not None:
@@ -267,15 +300,23 @@ class Pipeline:
         output = self._stage("data", "real training and test sets", inputs, build)
         train = load_index(output.folder / INDEX_FILE).apply(self._load(source))
         test = self._load(test_source)
-        if list(test.class_names) != list(train.class_names):
-            raise SynaugError(f"the test set's classes differ from the training set's; check data.test_split / data.test_list_file in {self.config_name}.")
+        val = self._load(val_source) if val_source is not None else None
+        for name, split in (("test", test), ("validation", val)):
+            if split is not None and list(split.class_names) != list(train.class_names):
+                raise SynaugError(f"the {name} set's classes differ from the training set's; check data.test_split / data.val_split and their files in {self.config_name}.")
+            if split is not None and section.grouped and list(split.group_names or []) != list(train.group_names or []):
+                raise SynaugError(f"the {name} set's groups differ from the training set's ({split.group_names} vs {train.group_names}); give every split the same groups in {self.config_name}.")
         settings = output.record.get("settings", {})
         oracle = None
         if index is not None or section.longtail is not None:
             oracle = {"reserve": float(settings.get("reserve", 0.0)), "seed": int(settings.get("seed", 0))}
-        description = self._describe_data(source, train, test, settings)
+        description = self._describe_data(source, train, test, settings, val)
         self._say("data", f"{description}")
-        return DataOutput(output.digest, train, test, source, oracle, description)
+        return DataOutput(output.digest, train, self._target(test), source, oracle, description, None if val is None else self._target(val))
+
+    def _target(self, data: LabeledImages) -> LabeledImages:
+        """``data`` with the labels the models predict: the binary target of the spurious benchmark's binary variant."""
+        return binary_target(data) if self.config.data.binary else data
 
     def _source(self, index) -> dict[str, Any]:
         """``load_dataset`` arguments of the full training dataset, paths made absolute."""
@@ -284,26 +325,38 @@ class Pipeline:
             overrides = {k: _absolute(v) for k, v in {"root": section.root, "list_file": section.list_file}.items() if v is not None}
             return {**index.source, **overrides}
         root = section.root
-        if section.kind == "fashion-mnist":
+        if section.kind in ("fashion-mnist", "spurious-fashion-mnist"):
             root = str(find_fashion_mnist(root).resolve())
-        return {
+        source = {
             "kind": section.kind, "root": _absolute(root), "split": section.split, "list_file": _absolute(section.list_file),
             "size": section.size, "channels": section.channels,
         }
+        if section.groups_csv is not None:
+            source["groups_csv"] = _absolute(section.groups_csv)
+        if section.loader_options():
+            source["options"] = section.loader_options()
+        return source
 
     def _test_source(self, source: dict[str, Any]) -> dict[str, Any]:
         section = self.config.data
-        test = {**source, "split": section.test_split}
+        test = self._split_source(source, section.test_split, section.test_groups_csv, "test_split")
         if section.test_list_file is not None:
             test["list_file"] = _absolute(section.test_list_file)
         elif source["kind"] == "split-list":
             raise SynaugError(f"{self.config_name}: split-list data needs data.test_list_file (the `path label` file of the test images).")
-        if source["kind"] in FOLDER_KINDS and not (Path(source["root"]) / section.test_split).is_dir():
-            raise SynaugError(
-                f"{self.config_name}: data.root {source['root']} has no '{section.test_split}' folder for the test images; "
-                "put them there or set data.test_split to their folder's name."
-            )
         return test
+
+    def _split_source(self, source: dict[str, Any], split: str, groups_csv: str | None, key: str) -> dict[str, Any]:
+        """``source`` for another split (the test or validation images), its folder checked."""
+        other = {**source, "split": split}
+        if groups_csv is not None:
+            other["groups_csv"] = _absolute(groups_csv)
+        if source["kind"] in FOLDER_KINDS and not (Path(source["root"]) / split).is_dir():
+            raise SynaugError(
+                f"{self.config_name}: data.root {source['root']} has no '{split}' folder for the data.{key} images; "
+                f"put them there or set data.{key} to their folder's name."
+            )
+        return other
 
     def _reserve(self, source: dict[str, Any]) -> float:
         reserve = self.config.data.longtail.reserve
@@ -352,22 +405,33 @@ class Pipeline:
         return self._datasets[key]
 
     # ---- plans -------------------------------------------------------------------------------
-    def _plan_stage(self, data: DataOutput) -> PlanOutput:
+    def _plan_stage(self, data: DataOutput, cells: str) -> PlanOutput:
+        """The fill plan over ``cells``: classes, or the (class, group) cells of group data."""
         section = self.config.plan
         names = self._prompt_names(data.train.class_names)
         if not data.train.in_memory and data.train.size is None:
             raise SynaugError(f"{self.config_name}: synthetic images must match the real ones' size; set data.size (e.g. 224) for file-backed data.")
-        inputs = {"data": data.digest, "plan": {**to_dict(section), "class_prompt_names": names}, "seed": self.config.generator.seed}
+        settings = {**to_dict(section), "class_prompt_names": names}
+        if data.train.groups is None:  # the group keys count only on group data, so class runs keep their digests
+            settings = {k: v for k, v in settings.items() if k not in GROUP_PLAN_KEYS}
+        inputs = {"data": data.digest, "plan": settings, "seed": self.config.generator.seed}
+        if data.train.groups is not None:
+            inputs["cells"] = cells
+        train = data.train if cells == "class-group" else replace(data.train, groups=None, group_names=None)
+        grouped = train.groups is not None
 
         def build(folder: Path, facts: dict[str, Any]) -> None:
             plan = plan_for_dataset(
-                data.train, section.strategy, target=section.target, budget=section.budget, templates=section.templates,
-                class_prompt_names=names, negative_prompt=section.negative_prompt, seed=self.config.generator.seed,
+                train, section.strategy, target=section.target, budget=section.budget,
+                templates=section.group_templates if grouped else section.templates, class_prompt_names=names,
+                group_prompt_names=section.group_prompt_names if grouped else None, negative_prompt=section.negative_prompt,
+                seed=self.config.generator.seed,
             )
             plan.save(folder / PLAN_FILE)
             facts.update(images=plan.total, plan_digest=plan.digest())
 
-        output = self._stage("plan", "synthesis plan", inputs, build)
+        label = "synthesis plan" + (" per class x group cell" if grouped else " per class" if data.train.groups is not None else "")
+        output = self._stage("plan", label, inputs, build)
         plan = SynthesisPlan.load(output.folder / PLAN_FILE)
         self._say("plan", f"{plan.strategy}: {plan.total:,} synthetic images (plan digest {plan.digest()})")
         return PlanOutput(output.digest, plan)
@@ -445,7 +509,7 @@ class Pipeline:
         if feedback is not None:
             inputs["feedback"] = feedback
         digest = stage_digest(stage, inputs)
-        label = f"{plan.total:,} images with {section.spec}"
+        label = f"{plan.total:,} images with {section.spec}" + (" (class x group cells)" if plan.group_names else "")
         if feedback is not None:
             label += f", feedback {feedback['criterion']} (budget {budget_text(feedback['budget'])})"
         record = self.cache.record(stage, digest)
@@ -587,19 +651,35 @@ class Pipeline:
     ) -> ModelOutput:
         """The trained model of ``recipe`` at ``seed``; ``group``: the stage (of --stage) that may compute it."""
         config = self.config.train.train_config(seed, recipe.mixup)
+        dro = self.config.group_dro
+        if recipe.objective == "group_dro":
+            config = replace(config, weight_decay=dro.weight_decay)
         inputs = self._training_set_inputs(recipe, data, fill, extra)
         inputs["train"] = to_dict(config)
+        if recipe.objective == "group_dro":  # only then, so the other trainings keep their digests
+            inputs["group_dro"] = {"step_size": dro.step_size, "adjustment": dro.adjustment}
         label = f"{config.model} on the '{recipe.training_set}' set{' with Mixup' if recipe.mixup else ''}, seed {seed}"
+        if data.train.groups is not None and recipe.uses_synthetic:
+            label = label.replace("' set", f"' set ({self._cells(recipe)} cells)")
+        if recipe.objective == "group_dro":
+            label += ", Group-DRO"
         if group == "generate":
             label = f"the feedback classifier: {label}"
 
         def build(folder: Path, facts: dict[str, Any]) -> None:
             from synaug.train import save_checkpoint, train_classifier
+            from synaug.train.group_dro import train_group_dro
 
             train_set = self._training_set(recipe, seed, data, fill, extra)
             real, synthetic = int((~train_set.is_synthetic).sum()), int(train_set.is_synthetic.sum())
             self._say("train", f"{recipe.name}: {real:,} real + {synthetic:,} synthetic images, {config.epochs} epochs")
-            result = train_classifier(train_set, config, progress=self.progress)
+            if recipe.objective == "group_dro":
+                result, objective = train_group_dro(
+                    train_set, config, step_size=dro.step_size, adjustment=dro.adjustment, weight_decay=None, progress=self.progress
+                )
+                facts["group_dro_weights"] = dict(zip(objective.group_names, np.round(objective.weights, 4).tolist()))
+            else:
+                result = train_classifier(train_set, config, progress=self.progress)
             save_checkpoint(result, folder / CHECKPOINT, extra={"data": data.source, "training_set": recipe.training_set})
             facts.update(
                 sample_counts=result.sample_counts, real_per_class=result.train_counts.tolist(),
@@ -631,6 +711,25 @@ class Pipeline:
         record = {**trained.record, "crt_seconds": output.record["seconds"]}
         return ModelOutput("crt", output.digest, output.folder / CHECKPOINT, record)
 
+    def _dfr_stage(self, recipe: Recipe, seed: int, trained: ModelOutput, data: DataOutput) -> ModelOutput:
+        """DFR: the last layer of ``trained`` re-fitted on the group-balanced validation split."""
+        section = self.config.dfr
+        inputs = {"model": trained.digest, "dfr": to_dict(section), "seed": seed, "data": data.digest}
+        label = f"DFR: re-fit the last layer of {recipe.name} on {len(data.val):,} validation images (group-balanced), seed {seed}"
+
+        def build(folder: Path, facts: dict[str, Any]) -> None:
+            from synaug.train import load_checkpoint, save_checkpoint
+            from synaug.train.dfr import dfr_retrain
+
+            model, normalizer, meta = load_checkpoint(trained.checkpoint, self._device())
+            retrained, report = dfr_retrain(model, data.val, normalizer, c_grid=section.c_grid, retrains=section.retrains, seed=seed)
+            save_checkpoint(_result_from_checkpoint(retrained, normalizer, meta), folder / CHECKPOINT, extra={"dfr": {**to_dict(section), **report}})
+            facts.update(dfr=report)
+
+        output = self._stage("crt-dfr", label, inputs, build)
+        record = {**trained.record, "dfr_seconds": output.record["seconds"], "dfr": output.record.get("dfr")}
+        return ModelOutput("crt-dfr", output.digest, output.folder / CHECKPOINT, record)
+
     def _evaluate_stage(self, recipe: Recipe, seed: int, model: ModelOutput, data: DataOutput) -> dict[str, Any]:
         section = self.config.evaluate
         inputs = {"model": {"stage": model.stage, "digest": model.digest}, "data": data.digest, "evaluate": to_dict(section)}
@@ -641,9 +740,11 @@ class Pipeline:
 
             classifier, normalizer, _ = load_checkpoint(model.checkpoint, self._device())
             logits = infer(classifier, data.test, normalizer, batch_size=section.batch_size, num_workers=0 if data.test.in_memory else self.config.train.num_workers)
-            metrics = evaluate(
-                logits, data.test.labels, data.train.class_counts(), data.train.class_names, section.many_threshold, section.few_threshold
-            )
+            train = self._target(data.train)
+            metrics = evaluate(logits, data.test.labels, train.class_counts(), train.class_names, section.many_threshold, section.few_threshold)
+            if data.test.groups is not None:
+                metrics["group_report"] = cell_report(logits, data.test, train)
+                facts.update(worst_group=metrics["group_report"]["worst_group_accuracy"])
             (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
             facts.update(top1=metrics["top1"], few=metrics["few"])
 
@@ -665,7 +766,7 @@ class Pipeline:
         key = json.dumps(self._training_set_inputs(recipe, data, fill, extra), sort_keys=True)
         if key not in self._training_sets:
             in_memory = data.train.in_memory
-            self._training_sets[key] = build_training_set(
+            self._training_sets[key] = self._target(build_training_set(
                 recipe.training_set,
                 data.train,
                 synthetic=self._store_images(fill, data, in_memory) if recipe.uses_synthetic else None,
@@ -674,14 +775,14 @@ class Pipeline:
                 replace_ids=self._replace_ids(data) if recipe.training_set == "replace" else (),
                 fraction=self.config.runs.substitute_fraction,
                 seed=int((self.config.data.longtail.seed if self.config.data.longtail else 0)),
-            )
+            ))
         return self._training_sets[key]
 
     def _store_images(self, store: StoreOutput | None, data: DataOutput, in_memory: bool) -> LabeledImages:
         """The store's finished images, labelled like the real data (an empty set when there are none)."""
         if store is None or store.root is None:
             return data.train.subset(np.zeros(0, dtype=np.int64))
-        images = SyntheticStore(store.root).load(class_names=data.train.class_names, in_memory=in_memory)
+        images = SyntheticStore(store.root).load(class_names=data.train.class_names, group_names=data.train.group_names, in_memory=in_memory)
         return images if len(images) else data.train.subset(np.zeros(0, dtype=np.int64))
 
     def _device(self) -> torch.device:
@@ -717,11 +818,12 @@ class Pipeline:
 
     # ---- report ------------------------------------------------------------------------------
     def _report_stage(
-        self, runs: list[RunResult], data: DataOutput, fill: StoreOutput | None, guided: list[StoreOutput], started: float, environment: dict
+        self, runs: list[RunResult], data: DataOutput, stores: dict[str, StoreOutput], guided: list[StoreOutput], started: float, environment: dict
     ) -> PipelineResult:
-        """Write the report; the generator is named by the fill store, else by the first guided store."""
+        """Write the report; the generator is named by the fill store (group runs: the class x group one), else by the first guided store."""
         self._say("report", "writing report.md, results.json and the plots")
         report_started = time.perf_counter()
+        fill = stores.get("class-group") or stores.get(self.config.plan.cells)
         class_names = list(data.train.class_names)
         before = data.train.class_counts()
         after, generated, real = None, None, None
@@ -729,8 +831,7 @@ class Pipeline:
             synthetic = self._store_images(fill, data, in_memory=False)
             after = (before + synthetic.class_counts()).tolist()
             if len(synthetic):
-                generated = synthetic.subset(first_per_class(synthetic.labels, np.full(len(class_names), GRID_PER_CLASS))).materialize()
-                real = data.train.subset(first_per_class(data.train.labels, np.full(len(class_names), GRID_PER_CLASS))).materialize()
+                generated, real = _grid_sample(synthetic), _grid_sample(data.train)
         generator = None
         named = next((store for store in [fill, *guided] if store is not None and store.generator_id), None)
         if named is not None:
@@ -742,13 +843,24 @@ class Pipeline:
             class_names=class_names, counts_before=before.tolist(), timings=self.timings,
             wall_seconds=time.perf_counter() - started, seeds=list(self.config.runs.seeds), dataset=data.description,
             overrides=self.overrides, config=self.config.to_dict(), generator=generator, counts_after=after,
-            generated_samples=generated, real_samples=real, environment=environment,
+            generated_samples=generated, real_samples=real, environment=environment, groups=self._group_facts(data, stores),
         )
         folder = write_report(inputs, self.out / "report")
         self.timings.append(StageTiming("report", "report.md, results.json, plots", time.perf_counter() - report_started))
         result = self._result(runs, started, environment)
         result.report = folder
         return result
+
+    def _group_facts(self, data: DataOutput, stores: dict[str, StoreOutput]) -> GroupFacts | None:
+        """Real and synthetic images per (class, group) cell of a group run (None for class data)."""
+        if data.train.groups is None:
+            return None
+        filled = {cells: self._store_images(store, data, in_memory=False) for cells, store in stores.items()}
+        return GroupFacts(
+            class_names=list(data.train.class_names), group_names=list(data.train.group_names), real_cells=data.train.cell_counts().tolist(),
+            filled_cells=filled["class-group"].cell_counts().tolist() if "class-group" in filled else None,
+            filled_classes=filled["class"].class_counts().tolist() if "class" in filled else None,
+        )
 
     def _result(self, runs: list[RunResult], started: float, environment: dict) -> PipelineResult:
         return PipelineResult(runs, aggregate(runs), self.timings, time.perf_counter() - started, None, environment)
@@ -801,18 +913,32 @@ class Pipeline:
             "load_average_start": os.getloadavg()[0],
         }
 
-    def _describe_data(self, source: dict[str, Any], train: LabeledImages, test: LabeledImages, settings: dict[str, Any]) -> str:
+    def _describe_data(
+        self, source: dict[str, Any], train: LabeledImages, test: LabeledImages, settings: dict[str, Any], val: LabeledImages | None = None
+    ) -> str:
         counts = train.class_counts()
         name = source["kind"] + ("" if source.get("split") in (None, "train") else f" {source['split']}")
+        options = source.get("options") or {}
+        if source["kind"] == "spurious-fashion-mnist":
+            name += (f" (IF {options['imbalance_factor']:g}, at most {options['max_per_class']} per class, "
+                     f"{100 * options['majority']:g} % of each class on its majority context)")
         if settings.get("imbalance_factor") is not None:
             name += f"-LT (IF {settings['imbalance_factor']:g}, at most {settings.get('max_per_class')} per class"
             if settings.get("reserve"):
                 name += f", drawn from the {100 * (1 - settings['reserve']):.0f} % not reserved for the generator"
             name += ")"
-        return (
+        text = (
             f"{name}: {len(train):,} real training images in {train.num_classes} classes "
             f"({int(counts.max())} to {int(counts.min())} per class), {len(test):,} test images"
         )
+        if train.groups is not None:
+            cells = train.cell_counts()
+            text += (f" and {len(val):,} validation images" if val is not None else "") + (
+                f"; groups {', '.join(train.group_names)}, {int(cells.max())} to {int(cells.min())} real training images per (class, group) cell"
+            )
+        if self.config.data.binary:
+            text += "; the models predict the binary target (red-majority vs blue-majority class)"
+        return text
 
 
 def run_pipeline(config: RunConfig, *, stage: str | None = None, **options: Any) -> PipelineResult:
@@ -823,15 +949,15 @@ def run_pipeline(config: RunConfig, *, stage: str | None = None, **options: Any)
 def generator_fingerprint(spec: str) -> dict[str, Any]:
     """What identifies a generator's weights without loading them (part of the generate digest).
 
-    Embedded generators: the SHA-256 of the UNet weights (as in their generator id). Other
+    Embedded generators (shipped ones too): the SHA-256 of the UNet weights (as in their generator id). Other
     model folders: names, sizes and modification times of their files. Hub ids and
     python: factories: the spec itself.
     """
-    from synaug.generate.backends.embedded import SHIPPED_FOLDER, SPEC_FILE, weights_digest
+    from synaug.generate.backends.embedded import SPEC_FILE, shipped_folder, weights_digest
 
     if spec.startswith("python:"):
         return {"spec": spec}
-    folder = SHIPPED_FOLDER if spec == "embedded" else Path(spec).expanduser()
+    folder = shipped_folder(spec) or Path(spec).expanduser()
     if (folder / SPEC_FILE).is_file() and (folder / "unet").is_dir():
         return {"spec": spec, "weights": weights_digest(folder / "unet")}
     if folder.is_dir():
@@ -858,6 +984,13 @@ def _result_from_checkpoint(model: torch.nn.Module, normalizer, meta: dict[str, 
         image_shape=(channels, *[int(s) for s in meta["image_size"]]),
         seconds=float(meta.get("train_seconds", 0.0)),
     )
+
+
+def _grid_sample(images: LabeledImages) -> LabeledImages:
+    """The first GRID_PER_CLASS images of every class (of every (class, group) cell when there are groups), in memory."""
+    cells = images.labels if images.groups is None else images.labels * len(images.group_names) + images.groups
+    count = images.num_classes * (1 if images.groups is None else len(images.group_names))
+    return images.subset(first_per_class(cells, np.full(count, GRID_PER_CLASS))).materialize()
 
 
 def _group(stage: str) -> str:

@@ -72,6 +72,7 @@ class SynthesisPlan:
     group_names : group names for a cell plan, else None.
     templates : prompt templates, rotating by image index.
     prompt_names : class names as written in prompts (default: ``class_names``).
+    group_prompt_names : group names as written in prompts (default: ``group_names``).
     negative_prompt : negative prompt for classifier-free guidance, or None.
     seed : run seed every image's seed derives from.
     image_size : (H, W) images are resized to (the dataset's resolution), or None.
@@ -92,6 +93,7 @@ class SynthesisPlan:
     channels: int | None = None
     target: int | None = None
     budget: int | None = None
+    group_prompt_names: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.class_names = [str(n) for n in self.class_names]
@@ -108,6 +110,10 @@ class SynthesisPlan:
         self.prompt_names = list(self.class_names) if self.prompt_names is None else [str(n) for n in self.prompt_names]
         if len(self.prompt_names) != len(self.class_names):
             raise SynaugError(f"plan has {len(self.prompt_names)} prompt names for {len(self.class_names)} classes; give one per class.")
+        if self.group_prompt_names is not None:
+            self.group_prompt_names = [str(n) for n in self.group_prompt_names]
+            if self.group_names is None or len(self.group_prompt_names) != len(self.group_names):
+                raise SynaugError("plan group_prompt_names need a plan with groups and one name per group; rebuild the plan with `synaug plan`.")
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise SynaugError(f"seed {self.seed} must be a non-negative integer.")
         self.seed = int(self.seed)
@@ -131,7 +137,7 @@ class SynthesisPlan:
     def prompt(self, class_id: int, group_id: int | None, index: int) -> str:
         """Prompt of image ``index`` of a class (and group): templates rotate by index."""
         template = self.templates[index % len(self.templates)]
-        group = None if group_id is None else self.group_names[group_id]
+        group = None if group_id is None else (self.group_prompt_names or self.group_names)[group_id]
         return render_prompt(template, self.prompt_names[class_id], group)
 
     def rows(self) -> Iterator[PlanItem]:
@@ -168,6 +174,8 @@ class SynthesisPlan:
             "image_size": list(self.image_size) if self.image_size else None,
             "channels": self.channels,
         }
+        if self.group_prompt_names is not None:  # only when set, so plans without them keep their digest
+            determining["group_prompt_names"] = self.group_prompt_names
         text = json.dumps(determining, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -181,6 +189,7 @@ class SynthesisPlan:
             "class_names": self.class_names,
             "group_names": self.group_names,
             "prompt_names": self.prompt_names,
+            "group_prompt_names": self.group_prompt_names,
             "real_counts": self.real_counts.tolist(),
             "synthetic_counts": self.synthetic_counts.tolist(),
             "templates": self.templates,
@@ -202,7 +211,7 @@ class SynthesisPlan:
         if not isinstance(data, Mapping) or data.get("synaug_plan") != PLAN_FORMAT:
             raise SynaugError(f"{where} is not a synaug plan (format {PLAN_FORMAT}); write one with `synaug plan --out`.")
         keys = ("strategy", "class_names", "real_counts", "synthetic_counts", "group_names", "templates", "prompt_names",
-                "negative_prompt", "seed", "image_size", "channels", "target", "budget")
+                "negative_prompt", "seed", "image_size", "channels", "target", "budget", "group_prompt_names")
         missing = [k for k in keys[:4] if k not in data]
         if missing:
             raise SynaugError(f"{where} lacks '{missing[0]}'; write the plan again with `synaug plan --out`.")
@@ -246,6 +255,7 @@ def make_plan(
     group_names: Sequence[str] | None = None,
     templates: Sequence[str] | None = None,
     class_prompt_names: Mapping[str, str] | None = None,
+    group_prompt_names: Mapping[str, str] | None = None,
     negative_prompt: str | None = None,
     seed: int = 0,
     image_size: tuple[int, int] | None = None,
@@ -254,7 +264,8 @@ def make_plan(
     """A plan from real ``counts`` per class (shape (C,)) or per cell (shape (C, G) with ``group_names``).
 
     ``strategy`` is one of ``STRATEGIES`` (see the module doc) or a mapping of final counts.
-    ``class_prompt_names`` renames classes in prompts ("T-shirt/top" -> "t-shirt").
+    ``class_prompt_names`` renames classes in prompts ("T-shirt/top" -> "t-shirt"), ``group_prompt_names``
+    groups ("water" -> "lake"); the latter applies to plans with groups only.
     """
     real = np.asarray(counts, dtype=np.int64)
     class_names = [str(n) for n in class_names]
@@ -288,6 +299,7 @@ def make_plan(
         group_names=group_names,
         templates=list(templates or []),
         prompt_names=prompt_names(class_names, class_prompt_names),
+        group_prompt_names=None if group_names is None or not group_prompt_names else prompt_names(group_names, group_prompt_names, "group"),
         negative_prompt=negative_prompt,
         seed=seed,
         image_size=image_size,

@@ -54,8 +54,8 @@ def render_prompt(template: str, class_name: str, group_name: str | None = None)
     return template.format(**values)
 
 
-def prompt_names(class_names: Sequence[str], overrides: Mapping[str, str] | None) -> list[str]:
-    """Class names as written in prompts: the class name unless ``overrides`` renames it.
+def prompt_names(class_names: Sequence[str], overrides: Mapping[str, str] | None, kind: str = "class") -> list[str]:
+    """Class (or group, with ``kind="group"``) names as written in prompts: the name unless ``overrides`` renames it.
 
     ``overrides`` maps a dataset class name to its prompt name ("T-shirt/top" -> "t-shirt");
     naming a class the dataset does not have is an error.
@@ -63,8 +63,9 @@ def prompt_names(class_names: Sequence[str], overrides: Mapping[str, str] | None
     overrides = dict(overrides or {})
     unknown = [name for name in overrides if name not in class_names]
     if unknown:
+        plural = "classes" if kind == "class" else "groups"
         raise SynaugError(
-            f"prompt name given for class '{unknown[0]}', which the dataset does not have; valid classes: {', '.join(class_names)}."
+            f"prompt name given for {kind} '{unknown[0]}', which the dataset does not have; valid {plural}: {', '.join(class_names)}."
         )
     return [str(overrides.get(name, name)) for name in class_names]
 

@@ -10,6 +10,13 @@
     REPORT/confusion_matrix-<recipe>.png   baseline and SYNAuG, first seed (up to 30 classes)
     REPORT/samples.png               synthetic images of each class next to real ones
 
+A group run's report (``ReportInputs.groups`` set) shows the group metrics instead of the
+per-class section: its table has worst-group accuracy, the mean weighted by the training
+groups, the group-balanced mean and the fairness gaps; ``results.png`` plots the three
+accuracies per recipe, ``group_accuracy.png`` each group's accuracy per recipe (means over
+seeds, :func:`synaug.evaluate.groups.plot_group_accuracy`), and a table gives the real and
+synthetic images per (class, group) cell.
+
 The folder is built next to its final place and swapped in when complete, so a report is
 never half-written.
 """
@@ -31,10 +38,41 @@ import numpy as np
 from synaug.data.dataset import LabeledImages
 from synaug.data.describe import plot_class_histogram
 from synaug.data.registry import write_atomic
+from synaug.evaluate.groups import plot_group_accuracy
 from synaug.evaluate.plots import LABELLED_CLASSES_MAX, plot_confusion_matrix, plot_per_class_accuracy
-from synaug.report.results import METRIC_LABELS, METRICS, RecipeSummary, RunResult, StageTiming, aggregate, fidelity_checks, mean_metrics
+from synaug.report.results import (
+    GROUP_METRIC_LABELS,
+    GROUP_METRICS,
+    METRIC_LABELS,
+    METRICS,
+    RecipeSummary,
+    RunResult,
+    StageTiming,
+    aggregate,
+    fidelity_checks,
+    group_checks,
+    mean_group_report,
+    mean_metrics,
+)
 
 SAMPLE_GRID_CLASSES = 20
+
+
+@dataclass
+class GroupFacts:
+    """The group side of a group run's report.
+
+    ``class_names`` x ``group_names`` are the cells plans fill (the item classes also when the
+    models predict the spurious benchmark's binary target); ``real_cells`` counts the real
+    training images per cell; ``filled_cells`` the synthetic images per cell of the class x group
+    plan and ``filled_classes`` those per class of the class-only plan (None without that plan).
+    """
+
+    class_names: list[str]
+    group_names: list[str]
+    real_cells: list[list[int]]
+    filled_cells: list[list[int]] | None = None
+    filled_classes: list[int] | None = None
 
 
 @dataclass
@@ -43,7 +81,8 @@ class ReportInputs:
 
     ``config_text`` is the config file verbatim and ``overrides`` what the command changed in
     it; ``counts_after`` the real + synthetic images per class of the filled set (None without
-    synthetic data); ``generated_samples``/``real_samples`` a few images per class for the grid.
+    synthetic data); ``generated_samples``/``real_samples`` a few images per class for the grid;
+    ``groups`` the group facts of a group run (None otherwise).
     """
 
     title: str
@@ -64,6 +103,7 @@ class ReportInputs:
     generated_samples: LabeledImages | None = None
     real_samples: LabeledImages | None = None
     environment: dict[str, Any] = field(default_factory=dict)
+    groups: GroupFacts | None = None
 
 
 def write_report(inputs: ReportInputs, folder: str | Path) -> Path:
@@ -87,6 +127,20 @@ def comparison_pair(summaries: Sequence[RecipeSummary]) -> list[RecipeSummary]:
     baseline = by_name.get("ce_crt") or by_name.get("ce")
     method = by_name.get("synaug") or by_name.get("fill_mixup") or by_name.get("fill")
     return [baseline, method] if baseline and method else list(summaries)
+
+
+def group_results_table(summaries: Sequence[RecipeSummary]) -> str:
+    """The Markdown results table of a group run: worst-group, means and fairness gaps (mean ± std over seeds)."""
+    lines = [
+        "| recipe | real images | synthetic images | " + " | ".join(GROUP_METRIC_LABELS[m] for m in GROUP_METRICS) + " | seeds |",
+        "|---|---:|---:|" + "---:|" * len(GROUP_METRICS) + "---|",
+    ]
+    for summary in summaries:
+        counts = summary.sample_counts
+        cells = " | ".join(summary.cell(metric) for metric in GROUP_METRICS)
+        seeds = ", ".join(str(s) for s in summary.seeds)
+        lines.append(f"| {summary.label} | {counts.get('real', 0):,} | {counts.get('synthetic', 0):,} | {cells} | {seeds} |")
+    return "\n".join(lines) + "\n"
 
 
 def results_table(summaries: Sequence[RecipeSummary]) -> str:
@@ -117,8 +171,17 @@ def _write_contents(inputs: ReportInputs, out: Path) -> None:
 def _figures(inputs: ReportInputs, summaries: list[RecipeSummary], first: dict[str, RunResult], out: Path) -> dict[str, str]:
     """Draw every PNG; returns {figure kind: file name}."""
     figures: dict[str, str] = {}
-    if summaries:
-        _plot_results(summaries, out / "results.png")
+    if summaries and inputs.groups is not None:
+        _plot_results(summaries, out / "results.png", GROUP_METRICS[:3], GROUP_METRIC_LABELS, "Group accuracy by recipe")
+        figures["results"] = "results.png"
+        template = first[summaries[0].recipe].metrics["group_report"]
+        plot_group_accuracy(
+            {s.label: mean_group_report(s, template) for s in summaries}, out / "group_accuracy.png",
+            title="Per-group accuracy" + (" (mean over seeds)" if len(inputs.seeds) > 1 else "") + "; dashed: worst-group",
+        )
+        figures["groups"] = "group_accuracy.png"
+    elif summaries:
+        _plot_results(summaries, out / "results.png", ("top1", "many", "medium", "few"), METRIC_LABELS, "Accuracy by recipe")
         figures["results"] = "results.png"
     plot_class_histogram(
         inputs.counts_before, inputs.class_names, out / "class_histogram.png",
@@ -126,7 +189,7 @@ def _figures(inputs: ReportInputs, summaries: list[RecipeSummary], first: dict[s
         counts_after=inputs.counts_after, legend=("real", "real + synthetic"),
     )
     figures["histogram"] = "class_histogram.png"
-    compared = comparison_pair(summaries)
+    compared = comparison_pair(summaries) if inputs.groups is None else []
     if compared:
         template = first[compared[0].recipe].metrics
         plot_per_class_accuracy(
@@ -149,12 +212,11 @@ def _figures(inputs: ReportInputs, summaries: list[RecipeSummary], first: dict[s
     return figures
 
 
-def _plot_results(summaries: Sequence[RecipeSummary], path: Path) -> None:
-    """Grouped bars: overall, many, medium, few per recipe, with std error bars when there are seeds."""
+def _plot_results(summaries: Sequence[RecipeSummary], path: Path, metrics: Sequence[str], labels: dict[str, str], title: str) -> None:
+    """Grouped bars: ``metrics`` (e.g. overall, many, medium, few) per recipe, with std error bars when there are seeds."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    metrics = ("top1", "many", "medium", "few")
     width = 0.8 / len(summaries)
     figure = Figure(figsize=(max(8.0, 1.6 * len(metrics) + 0.4 * len(summaries) + 3.0), 4.2), layout="constrained")
     axes = figure.add_subplot()
@@ -163,8 +225,8 @@ def _plot_results(summaries: Sequence[RecipeSummary], path: Path) -> None:
         means = [np.nan if summary.mean[m] is None else summary.mean[m] for m in metrics]
         errors = [0.0 if summary.std[m] is None else summary.std[m] for m in metrics]
         axes.bar(positions - 0.4 + width * (index + 0.5), means, width, yerr=errors, capsize=2, label=summary.label)
-    axes.set_xticks(positions, [METRIC_LABELS[m] for m in metrics])
-    axes.set(ylim=(0, 100), ylabel="accuracy (%)", title="Accuracy by recipe")
+    axes.set_xticks(positions, [labels[m] for m in metrics])
+    axes.set(ylim=(0, 100), ylabel="accuracy (%)", title=title)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     buffer = io.BytesIO()
     FigureCanvasAgg(figure)
@@ -206,13 +268,15 @@ def _results_json(inputs: ReportInputs, summaries: list[RecipeSummary]) -> dict[
             s.recipe: {
                 "label": s.label, "seeds": s.seeds, "mean": s.mean, "std": s.std,
                 "sample_counts": s.sample_counts, "per_class_mean": s.per_class_mean, "feedback": s.feedback,
+                "per_group_mean": s.per_group_mean,
             }
             for s in summaries
         },
-        "fidelity": fidelity_checks(summaries),
+        "fidelity": fidelity_checks(summaries) + group_checks(summaries),
         "class_names": inputs.class_names,
         "counts_before": list(inputs.counts_before),
         "counts_after": None if inputs.counts_after is None else list(inputs.counts_after),
+        "groups": None if inputs.groups is None else asdict(inputs.groups),
         "runs": runs,
         "stage_timings": [asdict(t) for t in inputs.timings],
         "wall_seconds": inputs.wall_seconds,
@@ -235,7 +299,48 @@ def _markdown(inputs: ReportInputs, summaries: list[RecipeSummary], figures: dic
         intro.append(f"Generator `{inputs.generator.get('id')}`.")
     intro.append(f"Wall time {_duration(inputs.wall_seconds)}.")
     parts.append(" ".join(intro) + "\n\n")
+    if inputs.groups is not None:
+        parts.append(_group_sections(inputs, summaries, figures, spread))
+    else:
+        parts.append(_class_sections(inputs, summaries, figures, spread))
+    if "samples" in figures:
+        parts.append(f"\n## Synthetic next to real\n\nFor each class a row of synthetic images, then a row of real ones "
+                     f"(black squares: fewer images than the row holds).\n\n![samples]({figures['samples']})\n")
 
+    parts.append("\n## Stage timings\n\n" + _timings_table(inputs))
+    parts.append(_reproduce(inputs))
+    return "".join(parts)
+
+
+def _group_sections(inputs: ReportInputs, summaries: list[RecipeSummary], figures: dict[str, str], spread: str) -> str:
+    """Results, per-group accuracy and the images per cell of a group run."""
+    first = next((run.metrics["group_report"] for run in inputs.runs), None)
+    fairness = (first or {}).get("fairness") or {}
+    method = "binary target, positive label 1" if fairness.get("method", "").startswith("binary") else "one-vs-rest over the classes, the largest gap"
+    parts = [
+        f"## Results\n\nAccuracy in % on the test split ({spread}) over its groups, the (class, group) cells. Worst-group: the lowest "
+        "group accuracy; mean: group accuracies weighted by each group's share of the real training images (the mean accuracy of "
+        "the DFR and Group-DRO papers); balanced mean: the unweighted mean over groups. EO gap / DP gap: fairlearn's equalized-odds and "
+        f"demographic-parity differences in percentage points with the group attribute ({', '.join(inputs.groups.group_names)}) as "
+        f"the sensitive feature ({method}).\n\n",
+        group_results_table(summaries),
+    ]
+    if "results" in figures:
+        parts.append(f"\n![group accuracy by recipe]({figures['results']})\n")
+    checks = group_checks(summaries)
+    if checks:
+        parts.append("\n### Worst-group comparisons\n\n" + "\n".join(f"- {line}" for line in checks) + "\n")
+    if "groups" in figures:
+        parts.append(f"\n## Per group\n\nGroups by real training images (in brackets), largest first.\n\n![per-group accuracy]({figures['groups']})\n\n")
+        parts.append(_per_group_table(inputs, summaries))
+    parts.append("\n## Images per cell\n\n" + _cells_table(inputs.groups))
+    parts.append(f"\n![class histogram]({figures['histogram']})\n")
+    return "".join(parts)
+
+
+def _class_sections(inputs: ReportInputs, summaries: list[RecipeSummary], figures: dict[str, str], spread: str) -> str:
+    """Results, class balance and per-class accuracy of a class-imbalance run."""
+    parts = []
     parts.append(f"## Results\n\nTop-1 accuracy in % on the test set ({spread}). Many / medium / few: mean per-class accuracy "
                  "of the classes with > {many} / {few}–{many} / < {few} real training images in the long tail.\n\n"
                  .format(**_thresholds(inputs.runs)))
@@ -260,13 +365,6 @@ def _markdown(inputs: ReportInputs, summaries: list[RecipeSummary], figures: dic
         confusions = [name for key, name in figures.items() if key.startswith("confusion:")]
         if confusions:
             parts.append("\n" + " ".join(f"![{name}]({name})" for name in confusions) + "\n")
-
-    if "samples" in figures:
-        parts.append(f"\n## Synthetic next to real\n\nFor each class a row of synthetic images, then a row of real ones "
-                     f"(black squares: fewer images than the row holds).\n\n![samples]({figures['samples']})\n")
-
-    parts.append("\n## Stage timings\n\n" + _timings_table(inputs))
-    parts.append(_reproduce(inputs))
     return "".join(parts)
 
 
@@ -281,6 +379,39 @@ def _feedback_note(summaries: Sequence[RecipeSummary]) -> str:
         f"once every {first['every']} sampling steps, gradient path {first['path']}; feedback classifier: {first['classifier_source']}). "
         "The budget is the fraction of the fill plan's synthetic images that the row's store holds (column 'synthetic images').\n"
     )
+
+
+def _per_group_table(inputs: ReportInputs, summaries: Sequence[RecipeSummary]) -> str:
+    """Per group: real training images, test images and each recipe's accuracy (mean over seeds)."""
+    groups = next(run.metrics["group_report"]["groups"] for run in inputs.runs)
+    lines = ["| group | train images | test images | " + " | ".join(s.label for s in summaries) + " |", "|---|---:|---:|" + "---:|" * len(summaries)]
+    for index, entry in enumerate(groups):
+        cells = " | ".join("–" if s.per_group_mean[index] is None else f"{s.per_group_mean[index]:.1f}" for s in summaries)
+        lines.append(f"| {entry['name']} | {entry['train_count']:,} | {entry['test_count']:,} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cells_table(groups: GroupFacts) -> str:
+    """Real images per (class, group) cell and the synthetic images each fill plan adds."""
+    header = "| class | " + " | ".join(f"real {g}" for g in groups.group_names)
+    divider = "|---|" + "---:|" * len(groups.group_names)
+    if groups.filled_cells is not None:
+        header += " | " + " | ".join(f"synthetic {g} (cells)" for g in groups.group_names)
+        divider += "---:|" * len(groups.group_names)
+    if groups.filled_classes is not None:
+        header += " | synthetic (classes, no group)"
+        divider += "---:|"
+    lines = [header + " |", divider]
+    for index, name in enumerate(groups.class_names):
+        cells = [f"{n:,}" for n in groups.real_cells[index]]
+        if groups.filled_cells is not None:
+            cells += [f"{n:,}" for n in groups.filled_cells[index]]
+        if groups.filled_classes is not None:
+            cells.append(f"{groups.filled_classes[index]:,}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    note = ("Real training images per (class, group) cell; the group-uniform plan (cells) fills every cell to the largest one, "
+            "the class-only plan (classes) every class to the largest class with prompts that name no group.\n\n")
+    return note + "\n".join(lines) + "\n"
 
 
 def _thresholds(runs: Sequence[RunResult]) -> dict[str, int]:

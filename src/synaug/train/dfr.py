@@ -76,6 +76,13 @@ def dfr_retrain(
     c_grid = [float(c) for c in c_grid]
     if not c_grid or min(c_grid) <= 0 or retrains < 1:
         raise SynaugError("DFR needs at least one C > 0 in the grid and retrains >= 1.")
+    counts = np.bincount(groups, minlength=len(names))
+    single = np.flatnonzero(counts == 1)
+    if len(single):
+        raise SynaugError(
+            f"group '{names[single[0]]}' has one validation image; DFR splits each group in two halves, "
+            "so give it at least 2 (or none)."
+        )
     missing_classes = sorted(set(range(val.num_classes)) - set(val.labels.tolist()))
     if missing_classes:
         raise SynaugError(f"the validation set has no image of class '{val.class_names[missing_classes[0]]}'; DFR needs every class.")
@@ -109,7 +116,6 @@ def dfr_retrain(
     with torch.no_grad():
         retrained.classifier.weight.copy_(torch.from_numpy(weight))
         retrained.classifier.bias.copy_(torch.from_numpy(bias))
-    counts = np.bincount(groups, minlength=len(names))
     report = {
         "chosen_C": chosen,
         "worst_group_accuracy_by_C": {str(c): worst_by_c[c] for c in c_grid},

@@ -30,7 +30,9 @@ from synaug.generators.text import EMBEDDING_DIM, encode_texts
 
 SPEC_FILE = "synaug_generator.json"
 DEFAULT_SAMPLER = {"scheduler": "ddim", "steps": 20, "guidance_scale": 1.0}
-SHIPPED_FOLDER = Path(str(importlib.resources.files("synaug"))) / "generators" / "weights" / "fashion-mnist"
+SHIPPED_ROOT = Path(str(importlib.resources.files("synaug"))) / "generators" / "weights"
+SHIPPED_FOLDER = SHIPPED_ROOT / "fashion-mnist"
+SHIPPED_PREFIX = "embedded:"
 
 
 @dataclass
@@ -187,6 +189,18 @@ class EmbeddedBackend(Generator):
             )
         return cls.from_pretrained(SHIPPED_FOLDER, **kwargs)
 
+    @classmethod
+    def shipped(cls, name: str, **kwargs) -> EmbeddedBackend:
+        """The generator shipped as ``weights/NAME`` (spec ``embedded:NAME``, e.g. embedded:colored-fashion-mnist)."""
+        folder = SHIPPED_ROOT / name
+        if not name or "/" in name or not (folder / SPEC_FILE).is_file():
+            available = sorted(p.name for p in SHIPPED_ROOT.iterdir() if (p / SPEC_FILE).is_file()) if SHIPPED_ROOT.is_dir() else []
+            raise SynaugError(
+                f"no shipped generator '{name}' in this copy of synaug (shipped: {', '.join(available) or 'none'}); "
+                "use one of those names after 'embedded:' or pass a generator folder instead."
+            )
+        return cls.from_pretrained(folder, **kwargs)
+
     def settings(self) -> dict:
         """Sampler settings that decide the images (batch size and device do not)."""
         return {
@@ -237,6 +251,15 @@ class EmbeddedBackend(Generator):
             output_size=output_size,
             output_channels=output_channels,
         )
+
+
+def shipped_folder(spec: str) -> Path | None:
+    """The folder of a shipped-generator spec: "embedded" (Fashion-MNIST) or "embedded:NAME"; None for other specs."""
+    if spec == "embedded":
+        return SHIPPED_FOLDER
+    if spec.startswith(SHIPPED_PREFIX):
+        return SHIPPED_ROOT / spec[len(SHIPPED_PREFIX):]
+    return None
 
 
 def weights_digest(folder: Path) -> str:
