@@ -224,9 +224,10 @@ def sample_grid(generated: LabeledImages, real: LabeledImages, path: Path, per_r
     fig = Figure(figsize=(per_row * 0.6 + 1.6, len(cells) * 1.25))
     axes = fig.subplots(len(cells), 1, squeeze=False)[:, 0]
     for ax, (class_id, group_id) in zip(axes, cells):
-        rows = []
+        rows, counts = [], []
         for data in (generated, real):
             idx = np.flatnonzero(_mask(data, class_id, group_id))[:per_row]
+            counts.append(len(idx))
             images = data.images[torch.from_numpy(idx)]
             if len(images) < per_row:
                 pad = torch.zeros(per_row - len(images), *images.shape[1:], dtype=torch.uint8)
@@ -236,7 +237,8 @@ def sample_grid(generated: LabeledImages, real: LabeledImages, path: Path, per_r
         picture = strip[0] if strip.shape[0] == 1 else strip.permute(1, 2, 0)
         ax.imshow(picture.numpy(), cmap="gray" if strip.shape[0] == 1 else None, vmin=0, vmax=255)
         name = real.class_names[class_id] + ("" if group_id is None else f" / {real.group_names[group_id]}")
-        ax.set_ylabel(f"{name}\ngen | real", rotation=0, ha="right", va="center", fontsize=7)
+        label = "gen | real" if counts[0] else "(none generated)\n| real"
+        ax.set_ylabel(f"{name}\n{label}", rotation=0, ha="right", va="center", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
