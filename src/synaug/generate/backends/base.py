@@ -16,9 +16,9 @@ import torch
 
 from synaug.errors import SynaugError
 from synaug.generate.hooks import StepHook
-from synaug.generate.pipeline import GenerationOutput
+from synaug.generate.pipeline import GenerationOutput, SamplingPipeline
 
-__all__ = ["GenerationOutput", "Generator", "check_generate_inputs", "positive_int"]
+__all__ = ["GenerationOutput", "Generator", "LoopGenerator", "check_generate_inputs", "positive_int"]
 
 MAX_SEED = 2**63 - 1
 
@@ -96,6 +96,49 @@ class Generator(ABC):
     ) -> GenerationOutput:
         """Generate one batch (inputs already checked)."""
 
+
+
+class LoopGenerator(Generator):
+    """A backend whose batches run through synaug's one sampling loop with its own sampler settings.
+
+    Subclasses set ``pipeline`` (a :class:`~synaug.generate.pipeline.SamplingPipeline`),
+    ``steps``, ``guidance_scale``, ``height``, ``width`` and ``strength``.
+    """
+
+    pipeline: SamplingPipeline
+    steps: int
+    guidance_scale: float
+    height: int
+    width: int
+    strength: float
+
+    def _generate_batch(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        *,
+        negative_prompt: str | None,
+        reference_images: torch.Tensor | None,
+        class_ids: torch.Tensor | None,
+        hooks: Sequence[StepHook],
+        output_size: tuple[int, int] | None,
+        output_channels: int | None,
+    ) -> GenerationOutput:
+        return self.pipeline(
+            prompts,
+            seeds,
+            num_steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            height=self.height,
+            width=self.width,
+            negative_prompt=negative_prompt,
+            reference_images=reference_images,
+            strength=self.strength,
+            class_ids=class_ids,
+            hooks=hooks,
+            output_size=output_size,
+            output_channels=output_channels,
+        )
 
 def check_generate_inputs(
     prompts: Sequence[str],

@@ -15,7 +15,6 @@ import hashlib
 import importlib.resources
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,8 +22,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from synaug.errors import SynaugError
-from synaug.generate.backends.base import GenerationOutput, Generator, positive_int
-from synaug.generate.hooks import StepHook
+from synaug.generate.backends.base import LoopGenerator, positive_int
 from synaug.generate.pipeline import SamplingPipeline, make_scheduler, resolve_device, resolve_precision
 from synaug.generators.text import EMBEDDING_DIM, encode_texts
 
@@ -90,7 +88,7 @@ class EmbeddedGeneratorSpec:
         return path
 
 
-class EmbeddedBackend(Generator):
+class EmbeddedBackend(LoopGenerator):
     """Sampling from an embedded generator folder; build it with :meth:`from_pretrained`.
 
     ``scheduler``, ``steps`` and ``guidance_scale`` default to the folder's recommended
@@ -223,34 +221,6 @@ class EmbeddedBackend(Generator):
         null = torch.zeros(EMBEDDING_DIM)
         embeddings = torch.stack([self._embeddings[p] if p else null for p in prompts])
         return {"encoder_hidden_states": embeddings[:, None, :], "class_labels": embeddings}
-
-    def _generate_batch(
-        self,
-        prompts: list[str],
-        seeds: list[int],
-        *,
-        negative_prompt: str | None,
-        reference_images: torch.Tensor | None,
-        class_ids: torch.Tensor | None,
-        hooks: Sequence[StepHook],
-        output_size: tuple[int, int] | None,
-        output_channels: int | None,
-    ) -> GenerationOutput:
-        return self.pipeline(
-            prompts,
-            seeds,
-            num_steps=self.steps,
-            guidance_scale=self.guidance_scale,
-            height=self.height,
-            width=self.width,
-            negative_prompt=negative_prompt,
-            reference_images=reference_images,
-            strength=self.strength,
-            class_ids=class_ids,
-            hooks=hooks,
-            output_size=output_size,
-            output_channels=output_channels,
-        )
 
 
 def shipped_folder(spec: str) -> Path | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -19,8 +19,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from synaug.errors import SynaugError
-from synaug.generate.backends.base import GenerationOutput, Generator, positive_int
-from synaug.generate.hooks import StepHook
+from synaug.generate.backends.base import LoopGenerator, positive_int
 from synaug.generate.pipeline import (
     SamplingPipeline,
     frozen_module,
@@ -33,7 +32,7 @@ COMPONENTS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-class StableDiffusionBackend(Generator):
+class StableDiffusionBackend(LoopGenerator):
     """Text-to-image and img2img (SDEdit) with a Stable Diffusion checkpoint.
 
     Build it with :meth:`from_pretrained`. ``height``/``width`` default to the UNet's native
@@ -161,34 +160,6 @@ class StableDiffusionBackend(Generator):
         with torch.no_grad(), self.pipeline.autocast():
             hidden = self.text_encoder(tokens.input_ids.to(self.pipeline.device), return_dict=False)[0]
         return {"encoder_hidden_states": hidden}
-
-    def _generate_batch(
-        self,
-        prompts: list[str],
-        seeds: list[int],
-        *,
-        negative_prompt: str | None,
-        reference_images: torch.Tensor | None,
-        class_ids: torch.Tensor | None,
-        hooks: Sequence[StepHook],
-        output_size: tuple[int, int] | None,
-        output_channels: int | None,
-    ) -> GenerationOutput:
-        return self.pipeline(
-            prompts,
-            seeds,
-            num_steps=self.steps,
-            guidance_scale=self.guidance_scale,
-            height=self.height,
-            width=self.width,
-            negative_prompt=negative_prompt,
-            reference_images=reference_images,
-            strength=self.strength,
-            class_ids=class_ids,
-            hooks=hooks,
-            output_size=output_size,
-            output_channels=output_channels,
-        )
 
 
 def _checkpoint_folder(path_or_hub_id: str, local_files_only: bool | None) -> tuple[Path, str]:
