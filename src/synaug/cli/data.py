@@ -7,11 +7,9 @@ names, with ``-`` or ``_``); options on the command line win over the file.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, Optional
 
 import numpy as np
 import typer
@@ -19,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from synaug.config import from_dict, load_yaml
+from synaug.cli.options import build_options, given_options
 from synaug.data.benchmarks import GENERATOR_RESERVE, SPLIT_SEED, longtail_indices, pool_indices
 from synaug.data.describe import describe as describe_dataset
 from synaug.data.describe import plot_class_histogram
@@ -28,7 +26,6 @@ from synaug.errors import SynaugError
 
 app = typer.Typer(no_args_is_help=True, help="Inspect datasets and build long-tailed subsets.")
 
-T = TypeVar("T")
 
 
 @dataclass
@@ -107,7 +104,7 @@ def describe(
     out: Annotated[Optional[str], typer.Option("--out", help="Write a class-histogram PNG here.")] = None,
 ) -> None:
     """Class counts, imbalance factor and many/medium/few classes of a dataset or indexed subset."""
-    given = _given(
+    given = given_options(
         config,
         dataset=dataset,
         root=root,
@@ -120,7 +117,7 @@ def describe(
         few_threshold=few_threshold,
         out=out,
     )
-    options = _build(DescribeOptions, given, config)
+    options = build_options(DescribeOptions, given, config)
     if options.index is not None:
         overrides = {k: getattr(options, k) for k in _DATASET_FIELDS if k in given}
         source = {"kind": overrides.pop("dataset")} if "dataset" in overrides else {}
@@ -161,7 +158,7 @@ def longtail(
     few_threshold: FewOpt = None,
 ) -> None:
     """Build a long-tailed subset (LDAM-DRW's draw) and save it as an index file."""
-    given = _given(
+    given = given_options(
         config,
         dataset=dataset,
         root=root,
@@ -179,7 +176,7 @@ def longtail(
         many_threshold=many_threshold,
         few_threshold=few_threshold,
     )
-    options = _build(LongtailOptions, given, config)
+    options = build_options(LongtailOptions, given, config)
     data = load_dataset(**options.source())
     reserve = options.reserve
     if reserve is None:
@@ -206,39 +203,7 @@ def longtail(
     Console(highlight=False).print(f"wrote {len(indices)} indices to {options.out}", markup=False)
 
 
-def _given(config: Path | None, **command_line: Any) -> dict[str, Any]:
-    """Option values from the YAML config, overridden by those given on the command line."""
-    values = {str(k).replace("-", "_"): v for k, v in load_yaml(config).items()} if config is not None else {}
-    values.update({k: v for k, v in command_line.items() if v is not None})
-    return values
 
-
-def _build(cls: type[T], values: dict[str, Any], config: Path | None) -> T:
-    """The options dataclass ``cls`` from ``values``, each value checked against its field type."""
-    where = str(config) if config is not None else "options"
-    options = from_dict(cls, values, where=where)
-    hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):
-        setattr(options, field.name, _coerce(getattr(options, field.name), hints[field.name], f"{where}.{field.name}"))
-    return options
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """``value`` converted to the scalar type in ``hint`` (``X`` or ``Optional[X]``), else a SynaugError."""
-    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
-    if value is None:
-        if optional:
-            return None
-        raise SynaugError(f"{where} needs a value; give one or remove the key.")
-    target = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
-    if target is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return str(value)
-    if target is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if target is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    kind = {int: "an integer", float: "a number", str: "text"}[target]
-    raise SynaugError(f"{where} must be {kind}, not {value!r}; fix the value.")
 
 
 def _print_summary(summary: dict[str, Any], title: str) -> None:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar, Union
+from typing import Annotated, Any, Optional, Union
 
 import numpy as np
 import typer
@@ -22,7 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from synaug.cli.data import DatasetOptions
-from synaug.config import from_dict, load_yaml
+from synaug.cli.options import build_options, given_options
+from synaug.config import load_yaml
 from synaug.data.benchmarks import GENERATOR_RESERVE, longtail_indices, pool_indices
 from synaug.data.dataset import LabeledImages
 from synaug.data.registry import DATASET_KINDS, load_dataset, load_index
@@ -32,7 +31,6 @@ from synaug.generate.store import SyntheticStore
 from synaug.plan.planner import STRATEGIES, SynthesisPlan, plan_for_dataset
 from synaug.plan.prompts import parse_name_overrides
 
-T = TypeVar("T")
 PYTHON_GENERATOR = "python:"
 
 
@@ -129,13 +127,13 @@ def plan(
     out: Annotated[Optional[str], typer.Option("--out", help="Plan file to write (default: plan.json).")] = None,
 ) -> None:
     """Plan how many synthetic images each class (or class x group cell) gets, and their prompts."""
-    given = _given(
+    given = given_options(
         config, dataset=dataset, root=root, split=split, list_file=list_file, size=size, channels=channels, index=index,
         longtail=longtail, max_per_class=max_per_class, reserve=reserve, strategy=strategy, target=target, budget=budget,
         template=template or None, negative_prompt=negative_prompt, class_prompt_names=class_prompt_names or None,
         seed=seed, rate=rate, estimate=estimate, bench=bench, sample_store=sample_store, workers=workers, out=out,
     )
-    options = _build(PlanOptions, given, config)
+    options = build_options(PlanOptions, given, config)
     if options.rate is not None and options.rate <= 0:
         raise SynaugError(f"rate {options.rate} must be positive; give the images per second you measured.")
     data = _plan_dataset(options, given)
@@ -219,14 +217,14 @@ def generate(
     real_data: Annotated[Optional[str], typer.Option("--real-data", help="The plan's real data: index file (.json) of `synaug data longtail` or the options YAML given to `synaug plan`.")] = None,
 ) -> None:
     """Generate a plan's images into a store; re-running resumes and skips finished images."""
-    given = _given(
+    given = given_options(
         config, plan=plan, out=out, generator=generator, scheduler=scheduler, steps=steps, guidance=guidance, dtype=dtype,
         device=device, batch_size=batch_size, seed=seed, overwrite=overwrite, shard_index=shard_index, num_shards=num_shards,
         ray=ray, ray_address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker, progress=progress,
         feedback=feedback, feedback_classifier=feedback_classifier, feedback_scale=feedback_scale, feedback_every=feedback_every,
         feedback_window=feedback_window, feedback_path=feedback_path, feedback_data=feedback_data, reference=reference, real_data=real_data,
     )
-    options = _build(GenerateOptions, given, config)
+    options = build_options(GenerateOptions, given, config)
     if options.plan is None or options.out is None:
         raise SynaugError(f"generate needs --{'plan' if options.plan is None else 'out'}; e.g. `synaug generate --plan plan.json --out synthetic/`.")
     synthesis = SynthesisPlan.load(options.plan)
@@ -340,7 +338,7 @@ def _real_data(spec: str | dict | None, purpose: str) -> LabeledImages:
     where = Path(spec) if isinstance(spec, str) else None
     values = load_yaml(spec) if isinstance(spec, str) else dict(spec)
     values = {str(k).replace("-", "_"): v for k, v in values.items()}
-    return _plan_dataset(_build(PlanOptions, values, where), values)
+    return _plan_dataset(build_options(PlanOptions, values, where), values)
 
 
 def load_generator(spec: str, **sampler: Any):
@@ -469,42 +467,3 @@ def _print_plan(synthesis: SynthesisPlan) -> None:
     Console(highlight=False).print(table)
 
 
-def _given(config: Path | None, **command_line: Any) -> dict[str, Any]:
-    """Option values from the YAML config, overridden by those given on the command line."""
-    values = {str(k).replace("-", "_"): v for k, v in load_yaml(config).items()} if config is not None else {}
-    values.update({k: v for k, v in command_line.items() if v is not None})
-    return values
-
-
-def _build(cls: type[T], values: dict[str, Any], config: Path | None) -> T:
-    """The options dataclass ``cls`` from ``values`` (nearest-key errors), each value type-checked."""
-    where = str(config) if config is not None else "options"
-    options = from_dict(cls, values, where=where)
-    hints = typing.get_type_hints(cls)
-    for option in dataclasses.fields(cls):
-        setattr(options, option.name, _coerce(getattr(options, option.name), hints[option.name], f"{where}.{option.name}"))
-    return options
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """``value`` as one of the types in ``hint`` (str, int, float, bool, list, dict, or None when optional)."""
-    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    if value is None and type(None) in allowed:
-        return None
-    for target in allowed:
-        if target is bool and isinstance(value, bool):
-            return value
-        if isinstance(value, bool):
-            continue
-        if target is str and isinstance(value, (str, int, float)):
-            return str(value)
-        if target is int and isinstance(value, int):
-            return value
-        if target is float and isinstance(value, (int, float)):
-            return float(value)
-        if target is list and isinstance(value, (list, str)):
-            return [value] if isinstance(value, str) else list(value)
-        if target is dict and isinstance(value, dict):
-            return dict(value)
-    names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-    raise SynaugError(f"{where} must be a {names}, not {value!r}; fix the value.")
