@@ -131,27 +131,19 @@ def comparison_pair(summaries: Sequence[RecipeSummary]) -> list[RecipeSummary]:
 
 def group_results_table(summaries: Sequence[RecipeSummary]) -> str:
     """The Markdown results table of a group run: worst-group, means and fairness gaps (mean ± std over seeds)."""
-    lines = [
-        "| recipe | real images | synthetic images | " + " | ".join(GROUP_METRIC_LABELS[m] for m in GROUP_METRICS) + " | seeds |",
-        "|---|---:|---:|" + "---:|" * len(GROUP_METRICS) + "---|",
-    ]
-    for summary in summaries:
-        counts = summary.sample_counts
-        cells = " | ".join(summary.cell(metric) for metric in GROUP_METRICS)
-        seeds = ", ".join(str(s) for s in summary.seeds)
-        lines.append(f"| {summary.label} | {counts.get('real', 0):,} | {counts.get('synthetic', 0):,} | {cells} | {seeds} |")
-    return "\n".join(lines) + "\n"
+    return results_table(summaries, GROUP_METRICS, GROUP_METRIC_LABELS)
 
 
-def results_table(summaries: Sequence[RecipeSummary]) -> str:
+def results_table(summaries: Sequence[RecipeSummary], metrics: Sequence[str] = METRICS,
+                  labels: dict[str, str] = METRIC_LABELS) -> str:
     """The Markdown results table: one row per recipe, accuracy in % (mean ± std over seeds)."""
     lines = [
-        "| recipe | real images | synthetic images | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " | seeds |",
-        "|---|---:|---:|" + "---:|" * len(METRICS) + "---|",
+        "| recipe | real images | synthetic images | " + " | ".join(labels[m] for m in metrics) + " | seeds |",
+        "|---|---:|---:|" + "---:|" * len(metrics) + "---|",
     ]
     for summary in summaries:
         counts = summary.sample_counts
-        cells = " | ".join(summary.cell(metric) for metric in METRICS)
+        cells = " | ".join(summary.cell(metric) for metric in metrics)
         seeds = ", ".join(str(s) for s in summary.seeds)
         lines.append(f"| {summary.label} | {counts.get('real', 0):,} | {counts.get('synthetic', 0):,} | {cells} | {seeds} |")
     return "\n".join(lines) + "\n"
