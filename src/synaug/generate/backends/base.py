@@ -101,16 +101,32 @@ class Generator(ABC):
 class LoopGenerator(Generator):
     """A backend whose batches run through synaug's one sampling loop with its own sampler settings.
 
-    Subclasses set ``pipeline`` (a :class:`~synaug.generate.pipeline.SamplingPipeline`),
-    ``steps``, ``guidance_scale``, ``height``, ``width`` and ``strength``.
+    Subclasses set ``backend_name``, ``pipeline`` (a :class:`~synaug.generate.pipeline.SamplingPipeline`),
+    ``scheduler_name``, ``steps``, ``guidance_scale``, ``height``, ``width`` and ``strength``.
     """
 
+    backend_name: str
     pipeline: SamplingPipeline
+    scheduler_name: str
     steps: int
     guidance_scale: float
     height: int
     width: int
     strength: float
+
+    def settings(self) -> dict:
+        """Sampler settings that decide the images (batch size and device do not)."""
+        return {
+            "backend": self.backend_name,
+            "scheduler": self.scheduler_name,
+            "scheduler_class": type(self.pipeline.scheduler).__name__,
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "dtype": self.pipeline.precision.name,
+            "height": self.height,
+            "width": self.width,
+            "strength": self.strength,
+        }
 
     def _generate_batch(
         self,

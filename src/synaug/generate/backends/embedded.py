@@ -97,6 +97,8 @@ class EmbeddedBackend(LoopGenerator):
     ``channels_last`` stores the UNet channels-last (an option to try; no gain measured at 28 px).
     """
 
+    backend_name = "embedded"
+
     def __init__(
         self,
         *,
@@ -198,20 +200,6 @@ class EmbeddedBackend(LoopGenerator):
                 "use one of those names after 'embedded:' or pass a generator folder instead."
             )
         return cls.from_pretrained(folder, **kwargs)
-
-    def settings(self) -> dict:
-        """Sampler settings that decide the images (batch size and device do not)."""
-        return {
-            "backend": "embedded",
-            "scheduler": self.scheduler_name,
-            "scheduler_class": type(self.pipeline.scheduler).__name__,
-            "steps": self.steps,
-            "guidance_scale": self.guidance_scale,
-            "dtype": self.pipeline.precision.name,
-            "height": self.height,
-            "width": self.width,
-            "strength": self.strength,
-        }
 
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Pooled MiniLM embeddings (cached per prompt); "" is the all-zeros null condition."""

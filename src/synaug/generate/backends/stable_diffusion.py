@@ -39,6 +39,8 @@ class StableDiffusionBackend(LoopGenerator):
     size; ``strength`` is used only when ``generate`` gets reference images.
     """
 
+    backend_name = "stable-diffusion"
+
     def __init__(
         self,
         *,
@@ -133,20 +135,6 @@ class StableDiffusionBackend(LoopGenerator):
             batch_size=batch_size,
             decode_batch_size=decode_batch_size,
         )
-
-    def settings(self) -> dict:
-        """Sampler settings that decide the images (batch size and device do not)."""
-        return {
-            "backend": "stable-diffusion",
-            "scheduler": self.scheduler_name,
-            "scheduler_class": type(self.pipeline.scheduler).__name__,
-            "steps": self.steps,
-            "guidance_scale": self.guidance_scale,
-            "dtype": self.pipeline.precision.name,
-            "height": self.height,
-            "width": self.width,
-            "strength": self.strength,
-        }
 
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """CLIP hidden states of the prompts, padded to the tokenizer's maximum length."""
