@@ -51,6 +51,10 @@ def test_feedback_defaults_and_fg_rows(tmp_path):
     rows = expand_recipes(["ce", "fg"], ["entropy", "loss"], [1.0, 0.5])
     assert [r.name for r in rows] == ["ce", "fg-entropy-1", "fg-entropy-0.5", "fg-loss-1", "fg-loss-0.5"]
     assert rows[2].label == "FG entropy (budget 0.5)" and (rows[2].training_set, rows[2].mixup, rows[2].crt) == ("fill", True, True)
+    control = expand_recipes(["fill_budget"], ["entropy", "loss"], [1.0, 0.5, 0.25])
+    assert [(r.name, r.label, r.guidance.criterion, r.guidance.budget) for r in control] == [
+        ("fill_budget-0.5", "SYNAuG unguided (budget 0.5)", None, 0.5), ("fill_budget-0.25", "SYNAuG unguided (budget 0.25)", None, 0.25),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -66,10 +70,15 @@ def test_feedback_defaults_and_fg_rows(tmp_path):
         ({"budgets": [0.5, 0.5]}, "feedback.budgets must list distinct fractions"),
         ({"budgets": "half"}, "feedback.budgets must be a list of numbers, not 'half'"),
         ({"classifier": "no/such/folder"}, "feedback.classifier no/such/folder is not a folder; give the checkpoint folder"),
+        ({"classifier": "ce_crtt"}, "or one of ce, ce_crt for the run's own model"),
+        ({"start": 0.6, "stop": 0.5}, "feedback.start 0.6 and feedback.stop 0.5 must satisfy 0 <= start < stop <= 1"),
+        ({"stop": 1.5}, "must satisfy 0 <= start < stop <= 1"),
+        ({"budgets": [1.0], "recipes": ["fill_budget"]}, "recipe 'fill_budget' needs a feedback budget below 1.0"),
     ],
 )
 def test_bad_feedback_settings_are_one_line_errors(tmp_path, capsys, feedback, expected):
-    config = write_config(tmp_path / "bad.yaml", tiny_config(tmp_path / "out", runs={"recipes": ["fg"]}, feedback=feedback))
+    recipes = feedback.pop("recipes", ["fg"])
+    config = write_config(tmp_path / "bad.yaml", tiny_config(tmp_path / "out", runs={"recipes": recipes}, feedback=feedback))
     line = error_line(capsys, "run", config)
     assert line.startswith(f"error: {config}: ") and expected in line
 
@@ -150,3 +159,42 @@ def test_fg_with_a_given_classifier_and_the_hardness_criterion(tmp_path, monkeyp
     (checkpoint / WEIGHTS_FILE).unlink()
     with pytest.raises(SynaugError, match=f"feedback.classifier {checkpoint} holds no {WEIGHTS_FILE}"):
         run(config)
+
+
+def test_the_unguided_control_a_late_window_and_the_crt_classifier(tmp_path, monkeypatch):
+    tiny_fashion(tmp_path, monkeypatch)
+    generator = build_tiny_embedded(tmp_path / "generator")
+    out = tmp_path / "out"
+    config = tiny_config(
+        out, generator={"spec": str(generator), "steps": 4, "dtype": "fp32"}, runs={"recipes": ["ce_crt", "synaug", "fill_budget", "fg"]},
+        feedback={"budgets": [0.5], "classifier": "ce_crt", "every": 1, "start": 0.5},
+    )
+    result = run(config)
+    folders = stage_folders(out)
+
+    # the control's store holds the first images per class of SYNAuG's store: the same pixels
+    (budget,) = folders["generate-budget"]
+    fill = SyntheticStore(out / "stages" / folders["generate"][0] / "store").manifest().set_index("seed")
+    control = SyntheticStore(out / "stages" / budget / "store")
+    assert np.bincount(control.manifest()["class_id"], minlength=10).tolist() == [0, 1, 2, 3, 3, 3, 3, 4, 4, 4]
+    assert "hooks" not in control.info["settings"]
+    for row in control.manifest().itertuples():
+        assert (fill.loc[row.seed]["class_id"], fill.loc[row.seed]["prompt"]) == (row.class_id, row.prompt)
+    fill_root = out / "stages" / folders["generate"][0] / "store"
+    for row in control.manifest().itertuples():
+        assert np.array_equal(np.asarray(Image.open(control.root / row.file)), np.asarray(Image.open(fill_root / fill.loc[row.seed]["file"])))
+
+    # the FG store: guided on the second half of the steps by the cRT model of the first seed (shared with the ce_crt row)
+    (guided,) = folders["generate-feedback"]
+    feedback = record(out, guided)["inputs"]["feedback"]
+    assert (feedback["start"], feedback["stop"], feedback["classifier_source"]) == (0.5, 1.0, "CE + cRT on the real long tail, seed 0")
+    (crt,) = [f for f in folders["crt"] if file_digest(out / "stages" / f / "checkpoint") == feedback["classifier"]]
+    (lt,) = [f for f in folders["train"] if record(out, f)["inputs"]["training_set"] == "lt"]
+    assert record(out, crt)["inputs"]["model"] == record(out, lt)["digest"]
+    hook = SyntheticStore(out / "stages" / guided / "store").info["settings"]["hooks"][0]
+    assert (hook["start"], hook["stop"], hook["every"]) == (0.5, 1.0, 1)
+
+    labels = [run.label for run in result.runs]
+    assert labels == ["CE + cRT", "SYNAuG (fill + Mixup + cRT)", "SYNAuG unguided (budget 0.5)", "FG entropy (budget 0.5)"]
+    markdown = (result.report / "report.md").read_text()
+    assert "from 0.5 to 1 of the run" in markdown and "'SYNAuG unguided' rows are the same training" in markdown

@@ -15,6 +15,7 @@ replace      replace        yes   no    chosen classes' real images replaced by 
 substitute   substitute     yes   no    a fraction of every class's real images substituted
 oracle       oracle         no    no    balanced *real* data of the uniformized size
 fg           fill (guided)  yes   yes   feedback-guided synthesis (FG) + Mixup + cRT
+fill_budget  fill (budget)  yes   yes   FG's control: SYNAuG on the same number of unguided images
 ============ ============== ===== ===== ===================================================
 
 Group recipes (group data only, see :mod:`synaug.pipeline.config`; scored per (class,
@@ -45,6 +46,11 @@ expands into one row per criterion of ``feedback.criteria`` and budget of ``feed
 images, split over the classes by their shortfall (:func:`synaug.guidance.budget_plan`): at
 1.0 the same images per class as SYNAuG, at 0.5 half of them. The images keep the fill plan's
 prompts and seeds, so only the guidance (and the count) differs from SYNAuG's store.
+
+``fill_budget`` is the control that separates the count from the guidance: SYNAuG's training
+on an *unguided* store of each budget below 1.0 (at 1.0 it is ``synaug`` itself), named
+``fill_budget-<budget>``. Its images are the first ones per class of SYNAuG's store (same
+prompts and seeds), so an FG row and the control of its budget differ only by the guidance.
 
 Training sets (all built from the long-tailed real set ``lt``, the store ``fill`` of the
 fill plan and, for ``replace``/``substitute``, an ``extra`` store of further synthetic
@@ -87,9 +93,9 @@ OBJECTIVES = ("ce", "group_dro")
 
 @dataclass(frozen=True)
 class Guidance:
-    """What sets an FG row's synthetic store apart: its feedback criterion and budget fraction."""
+    """What sets a budgeted row's synthetic store apart: its feedback criterion (None: unguided) and budget fraction."""
 
-    criterion: str
+    criterion: str | None
     budget: float
 
 
@@ -98,7 +104,8 @@ class Recipe:
     """One row of the results table: a training set, mixing on or off, cRT (or DFR) on or off.
 
     ``guided`` recipes train on feedback-guided stores; :func:`expand_recipes` makes one row
-    per criterion and budget of them, each with its ``guidance``. ``cells``: the cells the fill
+    per criterion and budget of them, each with its ``guidance``. ``budgeted`` recipes train on
+    unguided stores of the budgets below 1.0, one row per budget. ``cells``: the cells the fill
     plan fills (one of :data:`PLAN_CELLS`; None: the config's ``plan.cells``). ``objective``: the
     training loss (one of :data:`OBJECTIVES`). ``groups``: the recipe needs group data.
     """
@@ -109,6 +116,7 @@ class Recipe:
     mixup: bool
     crt: bool
     guided: bool = False
+    budgeted: bool = False
     guidance: Guidance | None = None
     cells: str | None = None
     objective: str = "ce"
@@ -136,6 +144,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe("substitute", "substitute real by synthetic + Mixup", "substitute", mixup=True, crt=False),
         Recipe("oracle", "balanced real (oracle)", "oracle", mixup=False, crt=False),
         Recipe("fg", "FG (fill + Mixup + cRT)", "fill", mixup=True, crt=True, guided=True),
+        Recipe("fill_budget", "SYNAuG, unguided budget", "fill", mixup=True, crt=True, budgeted=True),
         Recipe("erm", "ERM", "lt", mixup=False, crt=False, groups=True),
         Recipe("synaug_class", "SYNAuG class-only", "fill", mixup=True, crt=True, cells="class", groups=True),
         Recipe("synaug_group", "SYNAuG group-uniform", "fill", mixup=True, crt=True, cells="class-group", groups=True),
@@ -145,14 +154,21 @@ RECIPES: dict[str, Recipe] = {
     )
 }
 GROUP_RECIPES = tuple(name for name, recipe in RECIPES.items() if recipe.groups)
-CLASS_ONLY_RECIPES = ("replace", "substitute", "oracle", "fg")  # they need a class long tail (or FG's classifier) and no groups
+CLASS_ONLY_RECIPES = ("replace", "substitute", "oracle", "fg", "fill_budget")  # they need a class long tail (or FG's classifier) and no groups
 
 
 def expand_recipes(names: Sequence[str], criteria: Sequence[str], budgets: Sequence[float]) -> list[Recipe]:
-    """The rows of ``names``: guided recipes once per (criterion, budget), the others as they are."""
+    """The rows of ``names``: guided recipes once per (criterion, budget), budgeted ones once per
+    budget below 1.0, the others as they are."""
     rows = []
     for name in names:
         recipe = RECIPES[name]
+        if recipe.budgeted:
+            rows.extend(
+                replace(recipe, name=f"{name}-{budget:g}", label=f"SYNAuG unguided (budget {budget_text(budget)})", guidance=Guidance(None, float(budget)))
+                for budget in budgets if budget < 1.0
+            )
+            continue
         if not recipe.guided:
             rows.append(recipe)
             continue

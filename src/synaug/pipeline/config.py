@@ -65,6 +65,7 @@ from synaug.train.group_dro import DRO_STEP_SIZE, DRO_WEIGHT_DECAY
 from synaug.train.trainer import RECIPES as TRAIN_RECIPES
 from synaug.train.trainer import TrainConfig
 
+FEEDBACK_CLASSIFIERS = ("ce", "ce_crt")  # the run's own models a feedback.classifier may name
 GENERATOR_DTYPES = ("auto", "fp32", "fp16", "bf16")
 MIXING_FIELDS = ("mixup_alpha", "cutmix_alpha", "mix_prob", "domain_mixup")
 
@@ -292,15 +293,19 @@ class FeedbackSection:
     """Feedback-guided synthesis (FG) for the ``fg`` recipe: one store per criterion and budget.
 
     ``criteria``: registered criteria (:data:`synaug.guidance.CRITERIA`). ``scale``, ``every``,
-    ``path``: the guidance step as a fraction of the latents' norm, guide every k-th sampling
-    step, gradient path x0 or full (see :mod:`synaug.guidance.feedback`). ``budgets``: fractions
-    of the fill plan's synthetic images. ``classifier``: null for the CE model this run trains on
-    the real long tail with the first of ``runs.seeds``, or a checkpoint folder of `synaug train`.
+    ``start``, ``stop``, ``path``: the guidance step as a fraction of the latents' norm, guide
+    every k-th sampling step within the window [start, stop) of the steps (as fractions), gradient
+    path x0 or full (see :mod:`synaug.guidance.feedback`). ``budgets``: fractions of the fill
+    plan's synthetic images. ``classifier``: ``ce`` (or null) for the CE model this run trains on
+    the real long tail with the first of ``runs.seeds``, ``ce_crt`` for that model after cRT (its
+    classifier re-trained class-balanced), or a checkpoint folder of `synaug train`.
     """
 
     criteria: list[str] = field(default_factory=lambda: ["entropy"])
     scale: float = DEFAULT_SCALE
     every: int = DEFAULT_EVERY
+    start: float = 0.0
+    stop: float = 1.0
     path: str = "x0"
     budgets: list[float] = field(default_factory=lambda: [1.0, 0.5])
     classifier: str | None = None
@@ -478,6 +483,8 @@ def check_run_config(config: RunConfig, where: str = "config") -> None:
             "give data.longtail (or data.index), or remove 'oracle' from runs.recipes."
         )
     _check_feedback(config.feedback, any(RECIPES[name].guided for name in runs.recipes), where)
+    if "fill_budget" in runs.recipes and not any(budget < 1 for budget in config.feedback.budgets):
+        raise SynaugError(f"{where}: recipe 'fill_budget' needs a feedback budget below 1.0 (at 1.0 it is 'synaug'); add one, e.g. feedback.budgets: [1.0, 0.5].")
 
 
 def _check_group_data(data: DataSection, where: str) -> None:
@@ -557,10 +564,16 @@ def _check_feedback(feedback: FeedbackSection, used: bool, where: str) -> None:
     for budget in feedback.budgets:
         if not 0 < budget <= 1:
             raise SynaugError(f"{where}: feedback budget {budget:g} must be a fraction in (0, 1]; 1.0 is SYNAuG's budget, 0.5 half of it.")
-    if used and feedback.classifier is not None and not Path(feedback.classifier).expanduser().is_dir():
+    if not 0 <= feedback.start < feedback.stop <= 1:
+        raise SynaugError(
+            f"{where}: feedback.start {feedback.start:g} and feedback.stop {feedback.stop:g} must satisfy 0 <= start < stop <= 1 "
+            "(fractions of the sampling steps; 0 and 1 guide the whole run)."
+        )
+    named = feedback.classifier in (None, *FEEDBACK_CLASSIFIERS)
+    if used and not named and not Path(feedback.classifier).expanduser().is_dir():
         raise SynaugError(
             f"{where}: feedback.classifier {feedback.classifier} is not a folder; give the checkpoint folder `synaug train` wrote "
-            "(OUT/checkpoint), or null for the run's CE model."
+            f"(OUT/checkpoint), or one of {', '.join(FEEDBACK_CLASSIFIERS)} for the run's own model."
         )
 
 

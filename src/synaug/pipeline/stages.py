@@ -16,6 +16,8 @@ generate-extra    plan-extra, generator weights, sampler    ``store/``
 generate-feedback plan-feedback, generator weights, sampler ``store/`` (one per ``fg`` criterion and
                   feedback settings, the feedback           budget; the manifest's ``criterion``
                   classifier's weights                      column holds each image's score)
+generate-budget   plan-feedback, generator weights, sampler ``store/`` (unguided, one per
+                                                            ``fill_budget`` budget)
 train             training set (data, stores), TrainConfig, ``checkpoint/``
                   Group-DRO settings (``group_dro``)
 crt               train, crt section, seed                  ``checkpoint/``
@@ -28,7 +30,8 @@ report            (always rewritten)                        ``OUT/report/``
 So a re-run after changing only the training settings reuses the data, the plan and the
 synthetic store; runs that differ only in cRT share their training (``ce`` / ``ce_crt``).
 The default feedback classifier of the ``fg`` rows is the ``ce`` training of the first seed
-(trained during the generate stage when no ``ce`` row asked for it first); guided stores
+(trained during the generate stage when no ``ce`` row asked for it first; with
+``feedback.classifier: ce_crt`` also its cRT, shared with the ``ce_crt`` row); guided stores
 never replace the unguided one, whose digest does not depend on the feedback section.
 ``run(stage=...)`` runs one stage: the stages before it must be cached already (``--stage crt``
 also runs DFR).
@@ -542,16 +545,22 @@ class Pipeline:
         return StoreOutput(digest, root, record.get("generator_id"), record.get("settings") or {}, feedback)
 
     def _guided_stores(self, guided: Sequence[Guidance], plans: dict[float, PlanOutput], data: DataOutput) -> dict[Guidance, StoreOutput]:
-        """One feedback-guided store per (criterion, budget), all guided by the same feedback classifier."""
+        """One store per (criterion, budget): feedback-guided, all by the same feedback classifier, or unguided (criterion None)."""
+        stores = {guidance: self._generate_stage("generate-budget", plans[guidance.budget]) for guidance in guided if guidance.criterion is None}
+        if all(guidance.criterion is None for guidance in guided):
+            return stores
         classifier = self._feedback_classifier(data)
         section = self.config.feedback
-        stores = {}
         for guidance in guided:
+            if guidance.criterion is None:
+                continue
             plan = plans[guidance.budget].plan
             feedback = {
                 "criterion": guidance.criterion, "budget": guidance.budget, "scale": section.scale, "every": section.every,
                 "path": section.path, "classifier": classifier.digest, "classifier_source": classifier.source,
             }
+            if (section.start, section.stop) != (0.0, 1.0):
+                feedback.update(start=section.start, stop=section.stop)  # only when set, so earlier stores keep their keys
             if guidance.criterion in NEEDS_CLASS_GAUSSIANS:
                 feedback["gaussians_data"] = data.digest  # the real images its class Gaussians are fitted on
             hooks = functools.partial(self._feedback_hooks, guidance.criterion, classifier, data, plan.class_names)
@@ -565,16 +574,20 @@ class Pipeline:
         section = self.config.feedback
         return [feedback_hook(
             criterion, classifier.checkpoint, data.train, scale=section.scale, every=section.every,
-            gradient_path=section.path, class_names=class_names, device=self._sampler()["device"],
+            start=section.start, stop=section.stop, gradient_path=section.path, class_names=class_names, device=self._sampler()["device"],
         )]
 
     def _feedback_classifier(self, data: DataOutput) -> FeedbackClassifierOutput:
-        """feedback.classifier, or by default this run's CE model of the first seed (its cached ``ce`` training)."""
+        """feedback.classifier: this run's CE model of the first seed (its cached ``ce`` training; the default),
+        that model after cRT (``ce_crt``), or a checkpoint folder."""
         path = self.config.feedback.classifier
-        if path is None:
+        if path in (None, "ce", "ce_crt"):
             seed = self.config.runs.seeds[0]
             model = self._train_stage(RECIPES["ce"], seed, data, None, None, group="generate")
             folder, source = model.checkpoint, f"CE on the real long tail, seed {seed}"
+            if path == "ce_crt":
+                model = self._crt_stage(RECIPES["ce_crt"], seed, model, data, None, None, group="generate")
+                folder, source = model.checkpoint, f"CE + cRT on the real long tail, seed {seed}"
         else:
             folder = Path(_absolute(path))
             source = str(folder)
@@ -690,8 +703,10 @@ class Pipeline:
         return ModelOutput("train", output.digest, output.folder / CHECKPOINT, output.record)
 
     def _crt_stage(
-        self, recipe: Recipe, seed: int, trained: ModelOutput, data: DataOutput, fill: StoreOutput | None, extra: StoreOutput | None
+        self, recipe: Recipe, seed: int, trained: ModelOutput, data: DataOutput, fill: StoreOutput | None, extra: StoreOutput | None,
+        group: str = "crt",
     ) -> ModelOutput:
+        """``trained`` with its classifier re-trained class-balanced; ``group``: the stage (of --stage) that may compute it."""
         section = self.config.crt
         inputs = {"model": trained.digest, "crt": to_dict(section), "seed": seed}
         label = f"re-train the classifier of {recipe.name} on {section.source} images (class-balanced), seed {seed}"
@@ -707,7 +722,7 @@ class Pipeline:
             )
             save_checkpoint(_result_from_checkpoint(retrained, normalizer, meta), folder / CHECKPOINT, extra={"crt": to_dict(section)})
 
-        output = self._stage("crt", label, inputs, build)
+        output = self._stage("crt", label, inputs, build, group)
         record = {**trained.record, "crt_seconds": output.record["seconds"]}
         return ModelOutput("crt", output.digest, output.folder / CHECKPOINT, record)
 
