@@ -70,11 +70,61 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def coerce_value(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as one of the types in ``hint``, else a one-line error naming the expected type.
+
+    Understands str, int, float, bool, dataclasses, ``list``/``dict`` (bare or typed, whose items
+    are converted in turn) and ``X | None``; ints become floats where a float is expected, and a
+    single string stands for a one-item list of strings.
+    """
+    allowed = _union_members(hint)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise SynaugError(f"{where} needs a value; give one or remove the key.")
+    for target in allowed:
+        origin, arguments = typing.get_origin(target) or target, typing.get_args(target)
+        if isinstance(value, bool):
+            if target is bool:
+                return value
+            continue
+        if target is str and isinstance(value, (str, int, float)):
+            return str(value)
+        if target is int and isinstance(value, int):
+            return value
+        if target is float and isinstance(value, (int, float)):
+            return float(value)
+        if dataclasses.is_dataclass(target) and dataclasses.is_dataclass(value):
+            return value
+        if origin is list and isinstance(value, str) and arguments in ((), (str,)):
+            return [value]
+        if origin is list and isinstance(value, list):
+            return [coerce_value(v, arguments[0], f"{where}[{i}]") for i, v in enumerate(value)] if arguments else list(value)
+        if origin is dict and isinstance(value, dict):
+            return {str(k): coerce_value(v, arguments[1], f"{where}.{k}") for k, v in value.items()} if arguments else dict(value)
+    raise SynaugError(f"{where} must be {' or '.join(_type_name(target) for target in allowed)}, not {value!r}; fix the value.")
+
+
+def _union_members(hint: Any) -> tuple[Any, ...]:
+    """The members of ``X | Y`` (or ``Optional[X]``), else ``(hint,)``."""
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def _type_name(hint: Any) -> str:
+    """How an error names a type: "an integer", "a list of numbers", "null" ..."""
+    if hint is type(None):
+        return "null"
+    origin, arguments = typing.get_origin(hint) or hint, typing.get_args(hint)
+    if origin is list:
+        return f"a list of {_type_name(arguments[0]).removeprefix('an ').removeprefix('a ')}s" if arguments else "a list"
+    if origin is dict:
+        return "a mapping"
+    return {str: "text", int: "an integer", float: "a number", bool: "true or false"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
 def _dataclass_type(cls: type, field: dataclasses.Field) -> type | None:
     """The dataclass type of ``field`` (also inside ``X | None``), or None."""
-    hint = typing.get_type_hints(cls).get(field.name)
-    candidates = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
-    for candidate in candidates:
+    for candidate in _union_members(typing.get_type_hints(cls).get(field.name)):
         if dataclasses.is_dataclass(candidate):
             return candidate
     return None

@@ -22,7 +22,6 @@ from synaug.data.benchmarks import GENERATOR_RESERVE, SPLIT_SEED, longtail_indic
 from synaug.data.describe import describe as describe_dataset
 from synaug.data.describe import plot_class_histogram
 from synaug.data.registry import DATASET_KINDS, load_dataset, load_index, save_index
-from synaug.errors import SynaugError
 
 app = typer.Typer(no_args_is_help=True, help="Inspect datasets and build long-tailed subsets.")
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +47,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from synaug.config import from_dict, load_yaml, to_dict
+from synaug.config import coerce_value, from_dict, load_yaml, to_dict
 from synaug.data.groups import NICO_LAYOUTS, UTKFACE_AGE_BINS, UTKFACE_ATTRIBUTES, _check_age_bins
 from synaug.data.longtail import PROFILES
 from synaug.data.registry import DATASET_KINDS, GROUP_KINDS
@@ -596,49 +595,7 @@ def _check_types(obj: Any, where: str, prefix: str = "") -> None:
             continue
         if isinstance(obj, TrainConfig) and item.name in {f.name for f in dataclasses.fields(TrainConfig)}:
             continue  # TrainConfig checks its own fields
-        setattr(obj, item.name, _coerce(value, hints[item.name], f"{where}: {name}"))
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """``value`` as one of the types in ``hint``; a one-line error when it is none of them."""
-    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    for option in options:
-        origin = typing.get_origin(option)
-        if option is type(None) and value is None:
-            return None
-        if isinstance(value, bool):
-            if option is bool:
-                return value
-            continue
-        if option is str and isinstance(value, (str, int, float)):
-            return str(value)
-        if option is int and isinstance(value, int):
-            return value
-        if option is float and isinstance(value, (int, float)):
-            return float(value)
-        if dataclasses.is_dataclass(option) and dataclasses.is_dataclass(value):
-            return value
-        if origin is list and isinstance(value, str) and typing.get_args(option)[0] is str:
-            return [value]
-        if origin is list and isinstance(value, list):
-            (inner,) = typing.get_args(option)
-            return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-        if origin is dict and isinstance(value, dict):
-            _, inner = typing.get_args(option)
-            return {str(k): _coerce(v, inner, f"{where}.{k}") for k, v in value.items()}
-    kinds = " or ".join(_type_name(option) for option in options)
-    raise SynaugError(f"{where} must be {kinds}, not {value!r}; fix the value.")
-
-
-def _type_name(hint: Any) -> str:
-    if hint is type(None):
-        return "null"
-    origin = typing.get_origin(hint)
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(hint)[0]).removeprefix('an ').removeprefix('a ')}s"
-    if origin is dict:
-        return "a mapping"
-    return {str: "text", int: "an integer", float: "a number", bool: "true or false"}.get(hint, getattr(hint, "__name__", str(hint)))
+        setattr(obj, item.name, coerce_value(value, hints[item.name], f"{where}: {name}"))
 
 
 def _choice(where: str, value: str, options: tuple[str, ...] | list[str]) -> None:
