@@ -25,13 +25,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from synaug.data.dataset import LabeledImages
 from synaug.data.groups import group_cells
 from synaug.data.registry import write_atomic
 from synaug.errors import SynaugError
-from synaug.evaluate.plots import LABELLED_CLASSES_MAX, _save
+from synaug.evaluate.plots import plot_accuracy_bars
 
 MEAN_UNWEIGHTED = "mean (unweighted over groups)"
 MEAN_WEIGHTED = "mean (weighted by train group sizes, as DFR/Group-DRO papers report)"
@@ -260,23 +259,11 @@ def plot_group_accuracy(runs: dict[str, dict[str, Any]], path: str | Path, title
     if not runs:
         raise SynaugError("no runs to plot; pass at least one group report.")
     groups = next(iter(runs.values()))["groups"]
-    order = sorted(range(len(groups)), key=lambda g: -groups[g]["train_count"])
-    width = 0.8 / len(runs)
-    figure = Figure(figsize=(max(6.0, 0.35 * len(order) * max(1, len(runs) / 2) + 2.0), 4.5), layout="constrained")
-    axes = figure.add_subplot()
-    for index, (name, report) in enumerate(runs.items()):
-        heights = [np.nan if report["groups"][g]["accuracy"] is None else report["groups"][g]["accuracy"] for g in order]
-        bars = axes.bar(np.arange(len(order)) - 0.4 + width * (index + 0.5), heights, width=width, label=name)
-        axes.axhline(report["worst_group_accuracy"], color=bars.patches[0].get_facecolor(), linestyle="--", linewidth=1)
-    axes.set(ylim=(0, 100), ylabel="accuracy (%)", xlim=(-0.5, len(order) - 0.5), title=title)
-    if len(order) <= LABELLED_CLASSES_MAX:
-        labels = [f"{groups[g]['name']}\n({groups[g]['train_count']})" for g in order]
-        axes.set_xticks(np.arange(len(order)), labels, rotation=60, ha="right", fontsize=8)
-    else:
-        axes.set_xlabel("groups, by training count (dashed: worst-group accuracy)")
-    if len(runs) > 1:
-        axes.legend(loc="lower left", fontsize=8)
-    return _save(figure, path)
+    return plot_accuracy_bars(
+        [(g["name"], g["train_count"]) for g in groups], {name: [g["accuracy"] for g in r["groups"]] for name, r in runs.items()},
+        path, title, axis_label="groups, by training count (dashed: worst-group accuracy)",
+        lines={name: r["worst_group_accuracy"] for name, r in runs.items()},
+    )
 
 
 def _cell(value: float | None) -> str:

@@ -1,4 +1,4 @@
-"""PNG plots of evaluation results: confusion matrix and per-class accuracy.
+"""PNG plots of evaluation results: confusion matrix and per-class (or per-group) accuracy.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no display, no pyplot
 state) and written atomically.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -52,25 +52,40 @@ def plot_per_class_accuracy(runs: dict[str, dict[str, Any]], path: str | Path, t
     """
     if not runs:
         raise SynaugError("no runs to plot; pass at least one evaluation result.")
-    first = next(iter(runs.values()))
-    classes = first["classes"]
-    order = sorted(range(len(classes)), key=lambda c: -classes[c]["train_count"])
+    classes = next(iter(runs.values()))["classes"]
+    return plot_accuracy_bars(
+        [(c["name"], c["train_count"]) for c in classes], {name: [c["accuracy"] for c in m["classes"]] for name, m in runs.items()},
+        path, title, axis_label="classes, by training count (shading: many / medium / few)",
+        shades=[GROUP_SHADES.get(c["shot_group"], "white") for c in classes],
+    )
+
+
+def plot_accuracy_bars(
+    items: Sequence[tuple[str, int]], runs: dict[str, Sequence[float | None]], path: str | Path, title: str, *, axis_label: str,
+    shades: Sequence[str] | None = None, lines: dict[str, float] | None = None,
+) -> Path:
+    """Grouped bars of accuracy per item (class or group) for one or more runs.
+
+    ``items``: (name, training count) per item, drawn largest count first; ``runs``: each run's
+    accuracy per item (None: no test image). ``shades``: a background colour per item;
+    ``lines``: a dashed line per run (e.g. its worst-group accuracy) in the run's colour.
+    """
+    order = sorted(range(len(items)), key=lambda i: -items[i][1])
     width = 0.8 / len(runs)
     figure = Figure(figsize=(max(6.0, 0.35 * len(order) * max(1, len(runs) / 2) + 2.0), 4.5), layout="constrained")
     axes = figure.add_subplot()
-    for position, c in enumerate(order):
-        axes.axvspan(position - 0.5, position + 0.5, color=GROUP_SHADES.get(classes[c]["shot_group"], "white"), lw=0)
-    for index, (name, metrics) in enumerate(runs.items()):
-        values = [metrics["classes"][c]["accuracy"] for c in order]
-        heights = [np.nan if v is None else v for v in values]
-        offsets = np.arange(len(order)) - 0.4 + width * (index + 0.5)
-        axes.bar(offsets, heights, width=width, label=name)
+    for position, i in enumerate(order if shades is not None else ()):
+        axes.axvspan(position - 0.5, position + 0.5, color=shades[i], lw=0)
+    for index, (name, accuracies) in enumerate(runs.items()):
+        heights = [np.nan if accuracies[i] is None else accuracies[i] for i in order]
+        bars = axes.bar(np.arange(len(order)) - 0.4 + width * (index + 0.5), heights, width=width, label=name)
+        if lines is not None:
+            axes.axhline(lines[name], color=bars.patches[0].get_facecolor(), linestyle="--", linewidth=1)
     axes.set(ylim=(0, 100), ylabel="accuracy (%)", xlim=(-0.5, len(order) - 0.5), title=title)
     if len(order) <= LABELLED_CLASSES_MAX:
-        labels = [f"{classes[c]['name']}\n({classes[c]['train_count']})" for c in order]
-        axes.set_xticks(np.arange(len(order)), labels, rotation=60, ha="right", fontsize=8)
+        axes.set_xticks(np.arange(len(order)), [f"{items[i][0]}\n({items[i][1]})" for i in order], rotation=60, ha="right", fontsize=8)
     else:
-        axes.set_xlabel("classes, by training count (shading: many / medium / few)")
+        axes.set_xlabel(axis_label)
     if len(runs) > 1:
         axes.legend(loc="lower left", fontsize=8)
     return _save(figure, path)
