@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data_writers import write_fashion_mnist
 from PIL import Image
 from torch import nn
 
@@ -183,3 +184,25 @@ def test_each_process_takes_a_disjoint_contiguous_part_of_every_batch():
 def test_a_batch_that_does_not_split_evenly_is_an_error():
     with pytest.raises(SynaugError, match="multiple of 3"):
         BatchSource(dataset(), 16, torch.device("cpu"), shuffle=True, world_size=3)
+
+
+def _train_command_rank(rank: int, port: int, folder: str) -> None:
+    """`synaug train --crt` as one of two torchrun processes, each told to write into its own folder."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE))
+    torch.set_num_threads(1)
+    from synaug.cli import main
+
+    try:
+        argv = ["train", "--per-class", "4", "--epochs", "1", "--batch-size", "8", "--crt", "--device", "cpu", "--no-progress"]
+        assert main([*argv, "--out", str(Path(folder) / f"rank{rank}")]) == 0
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def test_under_torchrun_only_rank_0_of_synaug_train_writes(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNAUG_FASHION_MNIST", str(write_fashion_mnist(tmp_path / "fm", train_per_class=30, test_per_class=2)))
+    torch.multiprocessing.spawn(_train_command_rank, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    written = {path.name for path in (tmp_path / "rank0").iterdir()}
+    assert {"options.yaml", "checkpoint", "checkpoint-crt", "results.json", "results.md"} <= written
+    assert not (tmp_path / "rank1").exists()  # every rank trained and ran cRT (collectives), only rank 0 wrote
