@@ -12,6 +12,7 @@
     evaluate:   many / medium / few thresholds
     runs:       the recipes to run (see :mod:`synaug.pipeline.ablations`) and the seeds
     feedback:   feedback-guided synthesis of the ``fg`` recipe: criteria, guidance, budgets, classifier
+                (the budgets also make the unguided ``fill_budget`` control rows)
     output:     the output folder
 
 **Group data.** Group-annotated kinds (``waterbirds``, ``utkface``, ``nico``,
@@ -31,7 +32,7 @@ fraction above 1, ...) are one-line errors. Relative paths are relative to the w
 directory.
 
 ``train.mixup_alpha``, ``cutmix_alpha``, ``mix_prob`` and ``domain_mixup`` describe the mixing
-of the recipes that use Mixup (``fill_mixup``, ``synaug``, ``replace``, ``substitute``, ``fg``); the
+of the recipes that use Mixup (``fill_mixup``, ``synaug``, ``replace``, ``substitute``, ``fg``, ``fill_budget``); the
 other recipes train without mixing. The training seed comes from ``runs.seeds``.
 """
 
