@@ -197,4 +197,4 @@ def test_the_unguided_control_a_late_window_and_the_crt_classifier(tmp_path, mon
     labels = [run.label for run in result.runs]
     assert labels == ["CE + cRT", "SYNAuG (fill + Mixup + cRT)", "SYNAuG unguided (budget 0.5)", "FG entropy (budget 0.5)"]
     markdown = (result.report / "report.md").read_text()
-    assert "from 0.5 to 1 of the run" in markdown and "'SYNAuG unguided' rows are the same training" in markdown
+    assert "at every sampling step from 0.5 to 1 of the run" in markdown and "'SYNAuG unguided' rows are the same training" in markdown

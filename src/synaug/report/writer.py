@@ -366,11 +366,12 @@ def _feedback_note(summaries: Sequence[RecipeSummary]) -> str:
     if not guided:
         return ""
     first = guided[0].feedback
+    steps = "at every sampling step" if first["every"] == 1 else f"once every {first['every']} sampling steps"
     window = f" from {first['start']:g} to {first['stop']:g} of the run" if "start" in first else ""
     control = any(s.recipe.startswith("fill_budget-") for s in summaries)
     return (
         f"\nFG rows: SYNAuG's training (fill + Mixup + cRT) on feedback-guided synthetic images (guidance scale {first['scale']:g}, "
-        f"once every {first['every']} sampling steps{window}, gradient path {first['path']}; feedback classifier: {first['classifier_source']}). "
+        f"{steps}{window}, gradient path {first['path']}; feedback classifier: {first['classifier_source']}). "
         "The budget is the fraction of the fill plan's synthetic images that the row's store holds (column 'synthetic images')."
         + (" 'SYNAuG unguided' rows are the same training on the same number of unguided images: the FG row's control.\n" if control else "\n")
     )
