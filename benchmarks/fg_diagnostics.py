@@ -36,6 +36,7 @@ from synaug.data.dataset import LabeledImages
 from synaug.data.fashion_mnist import load_fashion_mnist
 from synaug.generate.store import SyntheticStore
 from synaug.generators.check import fashion_mnist_world, train_oracles
+from synaug.pipeline.ablations import budget_text
 from synaug.train.checkpoint import load_checkpoint
 from synaug.train.trainer import extract_features, infer
 
@@ -46,7 +47,9 @@ REFERENCE_PER_CLASS = 500
 def run_stores(run: Path) -> list[tuple[str, Path]]:
     """(label, store folder) of every finished store of the run: fill, unguided budgets, FG."""
     stores = []
-    for record_file in sorted((run / "stages").glob("generate*/stage.json")):
+    order = {"generate": 0, "generate-budget": 1, "generate-feedback": 2}
+    records = sorted((run / "stages").glob("generate*/stage.json"), key=lambda f: (order.get(f.parent.name.rsplit("-", 1)[0], 3), f.parent.name))
+    for record_file in records:
         record = json.loads(record_file.read_text())
         stage, inputs, store = record["stage"], record["inputs"], record.get("store")
         if store is None or stage == "generate-extra":
@@ -54,22 +57,17 @@ def run_stores(run: Path) -> list[tuple[str, Path]]:
         if stage == "generate":
             label = "SYNAuG fill (unguided)"
         elif stage == "generate-budget":
-            label = f"unguided, budget {_budget(record_file.parent)}"
+            label = f"unguided, {SyntheticStore(record_file.parent / 'store').plan.total:,} images (fill_budget)"
         else:
             feedback = inputs["feedback"]
             window = f", steps {feedback['start']:g}-{feedback['stop']:g}" if "start" in feedback else ""
             source = "cRT" if "cRT" in feedback["classifier_source"] else "CE"
             label = (
-                f"FG {feedback['criterion']}, budget {feedback['budget']:g} "
+                f"FG {feedback['criterion']}, budget {budget_text(feedback['budget'])} "
                 f"({feedback['path']}, every {feedback['every']}{window}, scale {feedback['scale']:g}, {source})"
             )
         stores.append((label, Path(store)))
     return stores
-
-
-def _budget(stage_folder: Path) -> str:
-    plan = SyntheticStore(stage_folder / "store").plan
-    return f"{plan.total:,} images"
 
 
 def first_ce_model(run: Path, seed: int) -> Path:
@@ -93,15 +91,17 @@ def describe(images: LabeledImages, classes: np.ndarray, ce, oracle, test_featur
     nearest, spread = [], []
     for c in classes:
         mine, real = features[torch.from_numpy(labels == c)], test_features[torch.from_numpy(test_labels == c)]
-        nearest.append(torch.cdist(mine, real).min(1).values)
-        spread.append(_mean_pairwise(mine) / _mean_pairwise(real))
+        if len(mine):
+            nearest.append(torch.cdist(mine, real).min(1).values)
+        if len(mine) > 1 and len(real) > 1:
+            spread.append(_mean_pairwise(mine) / _mean_pairwise(real))
     return {
         "images": len(images),
         "ce_entropy": float(entropy.mean()),
         "ce_accuracy": 100.0 * float((probabilities.argmax(1).numpy() == labels).mean()),
         "oracle_accuracy": 100.0 * float((oracle_pred == labels).mean()),
         "nn_distance": float(torch.cat(nearest).median()),
-        "spread": float(np.mean(spread)),
+        "spread": float(np.mean(spread)) if spread else float("nan"),
     }
 
 
@@ -110,16 +110,18 @@ def _mean_pairwise(features: torch.Tensor) -> float:
     return float(torch.cdist(features, features).sum() / (n * (n - 1)))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="output folder of a `synaug run` on Fashion-MNIST-LT")
     parser.add_argument("--oracle-cache", type=Path, default=Path("runs/fg-oracle"), help="where the oracle is trained once")
     parser.add_argument("--seed", type=int, default=0, help="the seed of the CE model (the default feedback classifier)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
+    parser.add_argument("--oracle-per-class", type=int, default=500, help="real images per class the oracle trains on")
+    parser.add_argument("--reference-per-class", type=int, default=REFERENCE_PER_CLASS, help="real reference images per class")
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
 
-    world = fashion_mnist_world()
+    world = fashion_mnist_world(per_class=args.oracle_per_class)
     oracle, _ = train_oracles(world, args.oracle_cache, progress=False)
     model, normalizer, meta = load_checkpoint(first_ce_model(args.run, args.seed))
     ce = (model.eval(), normalizer)
@@ -131,8 +133,9 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     reserved = world.reference
-    reference = reserved.subset(np.concatenate([rng.choice(np.flatnonzero(reserved.labels == c), REFERENCE_PER_CLASS, replace=False) for c in every]))
-    rows = [("real (generator's half, 500 per class)", reference)]
+    per_class = args.reference_per_class
+    reference = reserved.subset(np.concatenate([rng.choice(np.flatnonzero(reserved.labels == c), per_class, replace=False) for c in every]))
+    rows = [(f"real (generator's half, {per_class} per class)", reference)]
     rows += [(label, SyntheticStore(root).load(class_names=test.class_names)) for label, root in run_stores(args.run)]
 
     figures = {}
@@ -154,6 +157,7 @@ def main() -> None:
     Console(width=200).print(table)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
+    return figures
 
 
 if __name__ == "__main__":

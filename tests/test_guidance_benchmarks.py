@@ -37,3 +37,27 @@ def test_feedback_overhead_benchmark_reports_every_ratio(capsys, tmp_path):
     assert set(ratios) == {"unguided", "x0, every 5", "x0, every 1", "full, every 5", "full, every 1"}
     assert ratios["unguided"] == 1.0 and all(ratio > 0 for ratio in ratios.values())
     assert "default settings (x0, every 5th step)" in capsys.readouterr().out
+
+
+def test_fg_diagnostics_describe_every_store_of_a_run(capsys, tmp_path, monkeypatch):
+    from pipeline_helpers import tiny_config, tiny_fashion
+
+    from synaug.pipeline import parse_run_config, run_pipeline
+
+    tiny_fashion(tmp_path, monkeypatch)
+    out = tmp_path / "run"
+    config = tiny_config(
+        out, generator={"spec": str(build_tiny_embedded(tmp_path / "generator")), "steps": 2, "dtype": "fp32"},
+        runs={"recipes": ["ce", "synaug", "fill_budget", "fg"]}, feedback={"budgets": [0.5], "every": 1},
+    )
+    run_pipeline(parse_run_config(config), config_name="tiny.yaml", config_text="", command="synaug run tiny.yaml", progress=False)
+    argv = [str(out), "--oracle-cache", str(tmp_path / "oracle"), "--oracle-per-class", "10", "--reference-per-class", "5"]
+    figures = load("fg_diagnostics").main(argv)
+    assert list(figures) == [
+        "real (generator's half, 5 per class)", "SYNAuG fill (unguided)", "unguided, 27 images (fill_budget)",
+        "FG entropy, budget 0.5 (x0, every 1, scale 0.03, CE)",
+    ]
+    assert [figures[row]["all"]["images"] for row in figures] == [50, 54, 27, 27]
+    for row in figures.values():
+        assert 0 <= row["few"]["oracle_accuracy"] <= 100 and row["few"]["nn_distance"] > 0 and row["all"]["ce_entropy"] > 0
+    assert "What guidance did" in capsys.readouterr().out

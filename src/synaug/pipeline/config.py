@@ -298,7 +298,9 @@ class FeedbackSection:
     path x0 or full (see :mod:`synaug.guidance.feedback`). ``budgets``: fractions of the fill
     plan's synthetic images. ``classifier``: ``ce`` (or null) for the CE model this run trains on
     the real long tail with the first of ``runs.seeds``, ``ce_crt`` for that model after cRT (its
-    classifier re-trained class-balanced), or a checkpoint folder of `synaug train`.
+    classifier re-trained class-balanced), or a checkpoint folder of `synaug train`. (``hardness``
+    reads only the backbone's features, which cRT leaves unchanged: ``ce`` and ``ce_crt`` guide
+    it alike.)
     """
 
     criteria: list[str] = field(default_factory=lambda: ["entropy"])
