@@ -50,7 +50,7 @@ def composition(data: LabeledImages) -> tuple[list[int], list[int]]:
 
 def test_the_recipe_table():
     assert list(RECIPES) == [
-        "ce", "ce_crt", "fill", "fill_mixup", "synaug", "replace", "substitute", "oracle", "fg",
+        "ce", "ce_crt", "fill", "fill_mixup", "synaug", "replace", "substitute", "oracle", "fg", "fill_budget",
         "erm", "synaug_class", "synaug_group", "group_dro", "dfr", "synaug_dfr",
     ]
     assert [name for name, recipe in RECIPES.items() if recipe.groups] == list(GROUP_RECIPES) and GROUP_RECIPES[0] == "erm"
@@ -63,6 +63,8 @@ def test_the_recipe_table():
     assert not RECIPES["fill"].mixup and RECIPES["fill_mixup"].mixup and not RECIPES["oracle"].uses_synthetic
     fg = RECIPES["fg"]
     assert (fg.training_set, fg.mixup, fg.crt, fg.guided) == ("fill", True, True, True) and not synaug.guided
+    control = RECIPES["fill_budget"]
+    assert (control.training_set, control.mixup, control.crt, control.budgeted, control.guided) == ("fill", True, True, True, False)
 
 
 def test_fill_and_oracle(sets):
