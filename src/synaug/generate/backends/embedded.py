@@ -158,7 +158,8 @@ class EmbeddedBackend(LoopGenerator):
             if not (folder / part).is_dir():
                 raise SynaugError(f"generator folder {folder} is missing its '{part}' component ({part}/); re-save it with `synaug generator train`.")
         try:
-            unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=weight_dtype)
+            # a few-MB model: plain loading, and no "install accelerate" warning on every run
+            unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=weight_dtype, low_cpu_mem_usage=False)
             scheduler_config = DDPMScheduler.load_config(folder / "scheduler")
         except (OSError, ValueError) as exc:
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
