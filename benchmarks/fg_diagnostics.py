@@ -37,6 +37,7 @@ from synaug.data.fashion_mnist import load_fashion_mnist
 from synaug.generate.store import SyntheticStore
 from synaug.generators.check import fashion_mnist_world, train_oracles
 from synaug.pipeline.ablations import budget_text
+from synaug.plan.planner import SynthesisPlan
 from synaug.train.checkpoint import load_checkpoint
 from synaug.train.trainer import extract_features, infer
 
@@ -44,29 +45,34 @@ FEW_THRESHOLD = 20
 REFERENCE_PER_CLASS = 500
 
 
-def run_stores(run: Path) -> list[tuple[str, Path]]:
-    """(label, store folder) of every finished store of the run: fill, unguided budgets, FG."""
+def run_stores(run: Path) -> list[tuple[str, Path, list[int] | None]]:
+    """(label, store folder, images kept per class or None for all) of the run's synthetic sets:
+    SYNAuG's fill store, the unguided budget controls (``fill_budget``: its first images per
+    class) and the FG stores."""
+    stages = run / "stages"
+    records = [json.loads(f.read_text()) for f in sorted(stages.glob("generate-*/stage.json"))]
     stores = []
-    order = {"generate": 0, "generate-budget": 1, "generate-feedback": 2}
-    records = sorted((run / "stages").glob("generate*/stage.json"), key=lambda f: (order.get(f.parent.name.rsplit("-", 1)[0], 3), f.parent.name))
-    for record_file in records:
-        record = json.loads(record_file.read_text())
-        stage, inputs, store = record["stage"], record["inputs"], record.get("store")
-        if store is None or stage == "generate-extra":
+    for record in records:
+        if record["stage"] != "generate" or record.get("store") is None:
             continue
-        if stage == "generate":
-            label = "SYNAuG fill (unguided)"
-        elif stage == "generate-budget":
-            label = f"unguided, {SyntheticStore(record_file.parent / 'store').plan.total:,} images (fill_budget)"
-        else:
-            feedback = inputs["feedback"]
-            window = f", steps {feedback['start']:g}-{feedback['stop']:g}" if "start" in feedback else ""
-            source = "cRT" if "cRT" in feedback["classifier_source"] else "CE"
-            label = (
-                f"FG {feedback['criterion']}, budget {budget_text(feedback['budget'])} "
-                f"({feedback['path']}, every {feedback['every']}{window}, scale {feedback['scale']:g}, {source})"
-            )
-        stores.append((label, Path(store)))
+        stores.append(("SYNAuG fill (unguided)", Path(record["store"]), None))
+        for plan_file in sorted(stages.glob("plan-feedback-*/plan.json")):
+            budget = json.loads((plan_file.parent / "stage.json").read_text())["inputs"]["budget"]
+            if budget < 1:
+                counts = SynthesisPlan.load(plan_file).class_totals()[1].tolist()
+                stores.append((f"unguided, budget {budget_text(budget)} (fill_budget)", Path(record["store"]), counts))
+    for record_file in sorted(stages.glob("generate-feedback-*/stage.json")):
+        record = json.loads(record_file.read_text())
+        if record.get("store") is None:
+            continue
+        feedback = record["inputs"]["feedback"]
+        window = f", steps {feedback['start']:g}-{feedback['stop']:g}" if "start" in feedback else ""
+        source = "cRT" if "cRT" in feedback["classifier_source"] else "CE"
+        label = (
+            f"FG {feedback['criterion']}, budget {budget_text(feedback['budget'])} "
+            f"({feedback['path']}, every {feedback['every']}{window}, scale {feedback['scale']:g}, {source})"
+        )
+        stores.append((label, Path(record["store"]), None))
     return stores
 
 
@@ -136,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     per_class = args.reference_per_class
     reference = reserved.subset(np.concatenate([rng.choice(np.flatnonzero(reserved.labels == c), per_class, replace=False) for c in every]))
     rows = [(f"real (generator's half, {per_class} per class)", reference)]
-    rows += [(label, SyntheticStore(root).load(class_names=test.class_names)) for label, root in run_stores(args.run)]
+    rows += [(label, SyntheticStore(root).load(class_names=test.class_names, per_class=kept)) for label, root, kept in run_stores(args.run)]
 
     figures = {}
     for label, images in rows:

@@ -54,7 +54,7 @@ def test_fg_diagnostics_describe_every_store_of_a_run(capsys, tmp_path, monkeypa
     argv = [str(out), "--oracle-cache", str(tmp_path / "oracle"), "--oracle-per-class", "10", "--reference-per-class", "5"]
     figures = load("fg_diagnostics").main(argv)
     assert list(figures) == [
-        "real (generator's half, 5 per class)", "SYNAuG fill (unguided)", "unguided, 27 images (fill_budget)",
+        "real (generator's half, 5 per class)", "SYNAuG fill (unguided)", "unguided, budget 0.5 (fill_budget)",
         "FG entropy, budget 0.5 (x0, every 1, scale 0.03, CE)",
     ]
     assert [figures[row]["all"]["images"] for row in figures] == [50, 54, 27, 27]

@@ -172,17 +172,15 @@ def test_the_unguided_control_a_late_window_and_the_crt_classifier(tmp_path, mon
     result = run(config)
     folders = stage_folders(out)
 
-    # the control's store holds the first images per class of SYNAuG's store: the same pixels
-    (budget,) = folders["generate-budget"]
-    fill = SyntheticStore(out / "stages" / folders["generate"][0] / "store").manifest().set_index("seed")
-    control = SyntheticStore(out / "stages" / budget / "store")
-    assert np.bincount(control.manifest()["class_id"], minlength=10).tolist() == [0, 1, 2, 3, 3, 3, 3, 4, 4, 4]
-    assert "hooks" not in control.info["settings"]
-    for row in control.manifest().itertuples():
-        assert (fill.loc[row.seed]["class_id"], fill.loc[row.seed]["prompt"]) == (row.class_id, row.prompt)
-    fill_root = out / "stages" / folders["generate"][0] / "store"
-    for row in control.manifest().itertuples():
-        assert np.array_equal(np.asarray(Image.open(control.root / row.file)), np.asarray(Image.open(fill_root / fill.loc[row.seed]["file"])))
+    # the control trains on the first images per class of SYNAuG's store, cut to the budget plan's counts
+    assert "generate-budget" not in folders and len(folders["generate"]) == 1
+    fill = SyntheticStore(out / "stages" / folders["generate"][0] / "store").manifest()
+    control = [f for f in folders["train"] if record(out, f)["inputs"].get("per_class") is not None]
+    (folder,) = control
+    assert record(out, folder)["inputs"]["per_class"] == [0, 1, 2, 3, 3, 3, 3, 4, 4, 4]
+    assert record(out, folder)["inputs"]["synthetic"] == record(out, folders["generate"][0])["digest"]
+    assert record(out, folder)["synthetic_per_class"] == [0, 1, 2, 3, 3, 3, 3, 4, 4, 4]
+    assert np.bincount(fill["class_id"], minlength=10).tolist() == FILL
 
     # the FG store: guided on the second half of the steps by the cRT model of the first seed (shared with the ce_crt row)
     (guided,) = folders["generate-feedback"]

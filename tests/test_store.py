@@ -104,6 +104,11 @@ def test_store_loads_as_synthetic_dataset_and_plain_image_folder(tmp_path):
     real = LabeledImages(labels=np.array([0, 1, 2]), class_names=["owl", "cat", "dog", "bee"], images=torch.zeros(3, 3, 6, 5, dtype=torch.uint8))
     mapped = store.load(class_names=real.class_names, in_memory=True)
     assert mapped.class_counts().tolist() == [7, 0, 5, 0]
+    # per_class (in plan class order) keeps each class's first images by plan index
+    first = store.load(class_names=real.class_names, in_memory=True, per_class=[0, 2, 3])
+    assert first.class_counts().tolist() == [3, 0, 2, 0]
+    kept = sorted(Path(f).relative_to(tmp_path / "s").as_posix() for f in store.load(per_class=[0, 2, 3]).files)
+    assert kept == ["dog/000000.png", "dog/000001.png", "owl/000000.png", "owl/000001.png", "owl/000002.png"]
     combined = real.concat(mapped)
     assert combined.is_synthetic.tolist() == [False] * 3 + [True] * 12
     with pytest.raises(SynaugError) as error:

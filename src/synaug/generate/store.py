@@ -191,11 +191,13 @@ class SyntheticStore:
         class_names: Sequence[str] | None = None,
         group_names: Sequence[str] | None = None,
         in_memory: bool = False,
+        per_class: Sequence[int] | None = None,
     ) -> LabeledImages:
         """The finished images as a dataset with ``is_synthetic`` set (file-backed unless ``in_memory``).
 
         With ``class_names`` (and ``group_names``), labels follow that dataset's order, so
-        the result concatenates with it; a class the dataset lacks is an error.
+        the result concatenates with it; a class the dataset lacks is an error. ``per_class``
+        (one count per plan class) keeps only each class's first images by plan index.
         """
         plan = self.plan
         classes = list(plan.class_names) if class_names is None else [str(n) for n in class_names]
@@ -203,6 +205,9 @@ class SyntheticStore:
         plan.check_dataset(classes, groups)
         frame = self.manifest()
         frame = frame[frame["status"] == STATUS_OK]
+        if per_class is not None:
+            limits = np.asarray(per_class, dtype=np.int64)
+            frame = frame[frame["index"].to_numpy(dtype=np.int64) < limits[frame["class_id"].to_numpy(dtype=np.int64)]]
         class_map = np.array([classes.index(n) for n in plan.class_names], dtype=np.int64)
         labels = class_map[frame["class_id"].to_numpy(dtype=np.int64)]
         group_labels = None

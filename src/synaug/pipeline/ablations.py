@@ -48,9 +48,10 @@ images, split over the classes by their shortfall (:func:`synaug.guidance.budget
 prompts and seeds, so only the guidance (and the count) differs from SYNAuG's store.
 
 ``fill_budget`` is the control that separates the count from the guidance: SYNAuG's training
-on an *unguided* store of each budget below 1.0 (at 1.0 it is ``synaug`` itself), named
-``fill_budget-<budget>``. Its images are the first ones per class of SYNAuG's store (same
-prompts and seeds), so an FG row and the control of its budget differ only by the guidance.
+on *unguided* images of each budget below 1.0 (at 1.0 it is ``synaug`` itself), named
+``fill_budget-<budget>``. It generates nothing: it takes the first images per class of SYNAuG's
+store, as many as the budget plan gives the class — the very images that plan would make (same
+prompts and seeds) — so an FG row and the control of its budget differ only by the guidance.
 
 Training sets (all built from the long-tailed real set ``lt``, the store ``fill`` of the
 fill plan and, for ``replace``/``substitute``, an ``extra`` store of further synthetic

@@ -16,8 +16,6 @@ generate-extra    plan-extra, generator weights, sampler    ``store/``
 generate-feedback plan-feedback, generator weights, sampler ``store/`` (one per ``fg`` criterion and
                   feedback settings, the feedback           budget; the manifest's ``criterion``
                   classifier's weights                      column holds each image's score)
-generate-budget   plan-feedback, generator weights, sampler ``store/`` (unguided, one per
-                                                            ``fill_budget`` budget)
 train             training set (data, stores), TrainConfig, ``checkpoint/``
                   Group-DRO settings (``group_dro``)
 crt               train, crt section, seed                  ``checkpoint/``
@@ -135,13 +133,15 @@ class PlanOutput:
 
 @dataclass
 class StoreOutput:
-    """A finished synthetic store (``root`` None when its plan has no image); ``feedback``: its guidance."""
+    """A finished synthetic store (``root`` None when its plan has no image); ``feedback``: its guidance;
+    ``per_class``: only the first this many images of each class are used (None: all)."""
 
     digest: str
     root: Path | None
     generator_id: str | None
     settings: dict[str, Any]
     feedback: dict[str, Any] | None = None
+    per_class: list[int] | None = None
 
 
 @dataclass
@@ -243,10 +243,10 @@ class Pipeline:
             return self._result([], started, environment)
 
         # 4. Generate: one store per plan and guidance (the generator is loaded only when images are missing)
-        unguided = dict.fromkeys(self._cells(r) for r in recipes if r.uses_synthetic and r.guidance is None)
+        unguided = dict.fromkeys(self._cells(r) for r in recipes if r.uses_synthetic and (r.guidance is None or r.guidance.criterion is None))
         stores = {cells: self._generate_stage("generate", plans[cells]) for cells in unguided}
         extra_store = self._generate_stage("generate-extra", extra_plan) if extra_plan is not None else None
-        guided_stores = self._guided_stores(guided, budget_plans, data) if guided else {}
+        guided_stores = self._guided_stores(guided, budget_plans, data, stores.get(self.config.plan.cells)) if guided else {}
         if stage == "generate":
             return self._result([], started, environment)
 
@@ -544,9 +544,15 @@ class Pipeline:
         root = Path(record["store"]) if record.get("store") else None
         return StoreOutput(digest, root, record.get("generator_id"), record.get("settings") or {}, feedback)
 
-    def _guided_stores(self, guided: Sequence[Guidance], plans: dict[float, PlanOutput], data: DataOutput) -> dict[Guidance, StoreOutput]:
-        """One store per (criterion, budget): feedback-guided, all by the same feedback classifier, or unguided (criterion None)."""
-        stores = {guidance: self._generate_stage("generate-budget", plans[guidance.budget]) for guidance in guided if guidance.criterion is None}
+    def _guided_stores(
+        self, guided: Sequence[Guidance], plans: dict[float, PlanOutput], data: DataOutput, fill: StoreOutput | None
+    ) -> dict[Guidance, StoreOutput]:
+        """One store per (criterion, budget): feedback-guided, all by the same feedback classifier, or for
+        criterion None the fill store cut to the budget plan's counts (its images have the same prompts and seeds)."""
+        stores = {
+            guidance: replace(fill, per_class=plans[guidance.budget].plan.class_totals()[1].tolist())
+            for guidance in guided if guidance.criterion is None
+        }
         if all(guidance.criterion is None for guidance in guided):
             return stores
         classifier = self._feedback_classifier(data)
@@ -771,6 +777,8 @@ class Pipeline:
         inputs: dict[str, Any] = {"training_set": recipe.training_set, "data": data.digest}
         if recipe.uses_synthetic:
             inputs["synthetic"] = fill.digest if fill else None
+            if fill is not None and fill.per_class is not None:
+                inputs["per_class"] = fill.per_class
         if recipe.training_set == "replace":
             inputs.update(extra=extra.digest if extra else None, replace=self._replace_ids(data))
         if recipe.training_set == "substitute":
@@ -797,7 +805,9 @@ class Pipeline:
         """The store's finished images, labelled like the real data (an empty set when there are none)."""
         if store is None or store.root is None:
             return data.train.subset(np.zeros(0, dtype=np.int64))
-        images = SyntheticStore(store.root).load(class_names=data.train.class_names, group_names=data.train.group_names, in_memory=in_memory)
+        images = SyntheticStore(store.root).load(
+            class_names=data.train.class_names, group_names=data.train.group_names, in_memory=in_memory, per_class=store.per_class
+        )
         return images if len(images) else data.train.subset(np.zeros(0, dtype=np.int64))
 
     def _device(self) -> torch.device:
