@@ -97,7 +97,6 @@ class Generator(ABC):
         """Generate one batch (inputs already checked)."""
 
 
-
 class LoopGenerator(Generator):
     """A backend whose batches run through synaug's one sampling loop with its own sampler settings.
 
