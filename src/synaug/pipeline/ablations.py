@@ -106,7 +106,7 @@ class Recipe:
 
     ``guided`` recipes train on feedback-guided stores; :func:`expand_recipes` makes one row
     per criterion and budget of them, each with its ``guidance``. ``budgeted`` recipes train on
-    unguided stores of the budgets below 1.0, one row per budget. ``cells``: the cells the fill
+    the fill store cut to each budget below 1.0 (unguided), one row per budget. ``cells``: the cells the fill
     plan fills (one of :data:`PLAN_CELLS`; None: the config's ``plan.cells``). ``objective``: the
     training loss (one of :data:`OBJECTIVES`). ``groups``: the recipe needs group data.
     """
