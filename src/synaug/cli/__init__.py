@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from synaug.cli import data, demo, generate, generator, run, train
 from synaug.errors import SynaugError
+
+INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C
 
 app = typer.Typer(
     help="Fix class and group imbalance with synthetic images from diffusion models.",
@@ -31,19 +33,22 @@ demo.register(app)
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     try:
-        app(args=argv, prog_name="synaug", standalone_mode=False)
+        status = app(args=argv, prog_name="synaug", standalone_mode=False)
     except SynaugError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except click.exceptions.Abort:
-        print("error: interrupted; re-run the same command to resume.", file=sys.stderr)
-        return 130
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
+    except NoArgsIsHelpError as exc:  # a bare `synaug` or `synaug data`: the help, as asked
         exc.show()
+        return 0
+    except UsageError as exc:  # unknown option or command, a missing or malformed value
+        hint = f"; see '{exc.ctx.command_path} --help'" if exc.ctx is not None else ""
+        print(f"error: {exc.format_message().rstrip('.')}{hint}.", file=sys.stderr)
         return exc.exit_code
-    return 0
+    except (typer.Abort, KeyboardInterrupt):
+        status = INTERRUPTED
+    if status == INTERRUPTED:  # typer returns Ctrl-C as this exit status
+        print("error: interrupted; re-run the same command to resume.", file=sys.stderr)
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":
