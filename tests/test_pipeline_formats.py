@@ -42,7 +42,7 @@ def run(values: dict, name: str):
     return run_pipeline(config, config_name=name, config_text="", command=f"synaug run {name}", progress=False)
 
 
-@pytest.mark.parametrize("name", ["fashion-mnist-lt", "cifar100-lt-if100", "cifar100-lt-if50", "cifar100-lt-if10", "imagenet-lt-sd"])
+@pytest.mark.parametrize("name", ["fashion-mnist-lt", "cifar100-lt-if100", "cifar100-lt-if50", "cifar100-lt-if10", "imagenet-lt-sd", "imagefolder-sd"])
 def test_shipped_configs_parse(name):
     config, text = load_run_config(CONFIGS / f"{name}.yaml")
     assert text.startswith("#") and config.runs.recipes
@@ -113,3 +113,26 @@ def test_imagenet_lt_config_runs_on_a_split_list_of_jpegs(tmp_path, tiny_sd):
     manifest = json.loads((store / "store.json").read_text())
     assert manifest["plan"]["prompt_names"] == ["tench", "goldfish", "great white shark", "tiger shark"]
     assert result.runs[0].metrics["num_samples"] == 8
+
+
+def test_imagefolder_config_runs_on_train_and_test_class_folders(tmp_path, tiny_sd):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "my-dataset"
+    for name, train_count in (("cat", 6), ("dog", 3), ("red fox", 1)):
+        for split, count in (("train", train_count), ("test", 2)):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / split / name / f"{i}.png")
+    values = load_yaml(CONFIGS / "imagefolder-sd.yaml")
+    values["data"].update(root=str(root), size=16)
+    values["generator"].update(spec=str(tiny_sd), steps=2, dtype="fp32", device="cpu", batch_size=8)
+    values["train"].update(epochs=1, warmup_epochs=0, batch_size=4, num_workers=0, device="cpu")
+    values["crt"].update(epochs=1)
+    values["runs"].update(recipes=["synaug"])
+    values["output"] = str(tmp_path / "out")
+    result = run(values, "imagefolder-sd.yaml")
+
+    assert result.runs[0].sample_counts == {"real": 10, "synthetic": 8}  # fill to the largest class, 6
+    assert result.runs[0].metrics["num_samples"] == 6
+    store = next((tmp_path / "out" / "stages").glob("generate-*/store"))
+    assert sorted(p.name for p in store.iterdir() if p.is_dir()) == ["dog", "red fox"]
