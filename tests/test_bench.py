@@ -82,8 +82,25 @@ def test_estimate_without_a_rate_and_a_broken_bench_file_are_one_line_errors(tmp
     base = ["plan", "--longtail", "5", "--max-per-class", "5", "--out", str(tmp_path / "plan.json"), "--estimate"]
     assert main(base) == 2
     assert "run `synaug bench" in capsys.readouterr().err
+    assert not (tmp_path / "plan.json").exists()  # checked before the plan is written
     broken = tmp_path / "bench.json"
     broken.write_text('{"synaug_bench": 1, "device": "x"}')
     assert main([*base, "--bench", str(broken)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "is not a synaug bench file" in err and "Traceback" not in err
+
+
+def test_estimate_never_overwrites_a_plan_and_estimates_an_existing_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SYNAUG_FASHION_MNIST", str(write_fashion_mnist(tmp_path / "fashion", train_per_class=20, test_per_class=2)))
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", "--longtail", "5", "--max-per-class", "5", "--strategy", "fill-to", "--target", "3"]) == 0
+    saved = (tmp_path / "plan.json").read_text()
+    capsys.readouterr()
+    assert main(["plan", "--longtail", "5", "--max-per-class", "5", "--estimate", "--rate", "1"]) == 0
+    assert (tmp_path / "plan.json").read_text() == saved
+    assert "not written" in capsys.readouterr().out
+    # real 5/4/3/2/2/2/1/1/1/1 filled to 3: 11 synthetic images
+    assert main(["plan", "--plan", "plan.json", "--estimate", "--rate", "1"]) == 0
+    assert "estimate: 11 images" in capsys.readouterr().out and (tmp_path / "plan.json").read_text() == saved
+    assert main(["plan", "--plan", "plan.json", "--strategy", "fill-to-max", "--estimate", "--rate", "1"]) == 2
+    assert "--strategy cannot change" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Union
 
 import numpy as np
 import typer
@@ -31,7 +31,12 @@ from synaug.generate.store import SyntheticStore
 from synaug.plan.planner import STRATEGIES, SynthesisPlan, plan_for_dataset
 from synaug.plan.prompts import parse_name_overrides
 
+if TYPE_CHECKING:
+    from synaug.generate.bench import BenchResult
+
 PYTHON_GENERATOR = "python:"
+DEFAULT_PLAN_FILE = "plan.json"
+ESTIMATE_OPTIONS = ("plan", "rate", "estimate", "bench", "sample_store", "workers")  # all that `plan --plan FILE` takes
 
 
 @dataclass
@@ -54,7 +59,8 @@ class PlanOptions(DatasetOptions):
     bench: Optional[str] = None
     sample_store: Optional[str] = None
     workers: int = 1
-    out: str = "plan.json"
+    plan: Optional[str] = None
+    out: Optional[str] = None
 
 
 @dataclass
@@ -124,37 +130,37 @@ def plan(
     bench: Annotated[Optional[str], typer.Option("--bench", help="With --estimate: the JSON file `synaug bench` wrote (default: ~/.cache/synaug/bench.json).")] = None,
     sample_store: Annotated[Optional[str], typer.Option("--sample-store", help="With --estimate: measure bytes per image on the PNGs of this store.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="With --estimate: also give the wall time on this many devices (default: 1).")] = None,
-    out: Annotated[Optional[str], typer.Option("--out", help="Plan file to write (default: plan.json).")] = None,
+    plan_file: Annotated[Optional[str], typer.Option("--plan", help="Show (with --estimate, estimate) this plan file instead of making a new plan.")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help=f"Plan file to write (default: {DEFAULT_PLAN_FILE}; with --estimate or --plan, none).")] = None,
 ) -> None:
     """Plan how many synthetic images each class (or class x group cell) gets, and their prompts."""
     given = given_options(
         config, dataset=dataset, root=root, split=split, list_file=list_file, size=size, channels=channels, index=index,
         longtail=longtail, max_per_class=max_per_class, reserve=reserve, strategy=strategy, target=target, budget=budget,
         template=template or None, negative_prompt=negative_prompt, class_prompt_names=class_prompt_names or None,
-        seed=seed, rate=rate, estimate=estimate, bench=bench, sample_store=sample_store, workers=workers, out=out,
+        seed=seed, rate=rate, estimate=estimate, bench=bench, sample_store=sample_store, workers=workers, plan=plan_file, out=out,
     )
     options = build_options(PlanOptions, given, config)
     if options.rate is not None and options.rate <= 0:
         raise SynaugError(f"rate {options.rate} must be positive; give the images per second you measured.")
-    data = _plan_dataset(options, given)
-    names = options.class_prompt_names
-    synthesis = plan_for_dataset(
-        data,
-        options.strategy,
-        target=options.target,
-        budget=options.budget,
-        templates=[str(t) for t in options.template],
-        class_prompt_names={str(k): str(v) for k, v in names.items()} if isinstance(names, dict) else parse_name_overrides([str(n) for n in names]),
-        negative_prompt=options.negative_prompt,
-        seed=options.seed,
-    )
+    measured = _measured_rate(options) if options.estimate else None
+    if options.plan is not None:
+        shaping = [key for key in given if key not in ESTIMATE_OPTIONS]
+        if shaping:
+            raise SynaugError(f"--plan shows an existing plan, which --{shaping[0].replace('_', '-')} cannot change; drop it, or drop --plan to make a new plan.")
+        synthesis = SynthesisPlan.load(options.plan)
+    else:
+        synthesis = _make_plan(options, given)
     _print_plan(synthesis)
-    synthesis.save(options.out)
     console = Console(highlight=False)
-    line = f"wrote the plan ({synthesis.total} synthetic images, digest {synthesis.digest()}) to {options.out}"
-    console.print(line, markup=False, soft_wrap=True)
+    if options.plan is None and (options.out is not None or not options.estimate):
+        path = options.out if options.out is not None else DEFAULT_PLAN_FILE
+        synthesis.save(path)
+        console.print(f"wrote the plan ({synthesis.total} synthetic images, digest {synthesis.digest()}) to {path}", markup=False, soft_wrap=True)
+    elif options.plan is None:
+        console.print("the plan was not written (--estimate only prints it); add --out FILE to keep it", markup=False, soft_wrap=True)
     if options.estimate:
-        _print_estimate(synthesis, options, console)
+        _print_estimate(synthesis, options, measured, console)
     elif options.rate is not None:
         console.print(f"estimated generation time: {format_duration(synthesis.total / options.rate)} at {options.rate:g} images/s", markup=False, soft_wrap=True)
 
@@ -396,6 +402,21 @@ def _python_generator(target: str, options: dict[str, Any]):
     return generator
 
 
+def _make_plan(options: PlanOptions, given: dict[str, Any]) -> SynthesisPlan:
+    """The plan the options describe, for the dataset they name."""
+    names = options.class_prompt_names
+    return plan_for_dataset(
+        _plan_dataset(options, given),
+        options.strategy,
+        target=options.target,
+        budget=options.budget,
+        templates=[str(t) for t in options.template],
+        class_prompt_names={str(k): str(v) for k, v in names.items()} if isinstance(names, dict) else parse_name_overrides([str(n) for n in names]),
+        negative_prompt=options.negative_prompt,
+        seed=options.seed,
+    )
+
+
 def _plan_dataset(options: PlanOptions, given: dict[str, Any]) -> LabeledImages:
     """The dataset to plan for: an indexed subset, a long-tailed draw, or the whole dataset."""
     if options.index is not None and options.longtail is not None:
@@ -417,16 +438,22 @@ def _plan_dataset(options: PlanOptions, given: dict[str, Any]) -> LabeledImages:
     return data.subset(longtail_indices(data.labels, options.longtail, max_per_class, reserve=reserve, num_classes=data.num_classes))
 
 
-def _print_estimate(synthesis: SynthesisPlan, options: PlanOptions, console: Console) -> None:
-    """Images, hours on the measured device (and on --workers of them) and disk for the plan."""
-    from synaug.generate.bench import BenchResult, default_bench_path, estimate_plan, format_bytes
+def _measured_rate(options: PlanOptions) -> BenchResult | None:
+    """The `synaug bench` measurement --estimate uses (None with --rate); checked before any plan is made."""
+    from synaug.generate.bench import BenchResult, default_bench_path
 
-    measured = None
-    if options.rate is None:
-        path = Path(options.bench) if options.bench is not None else default_bench_path()
-        if options.bench is None and not path.is_file():
-            raise SynaugError("--estimate needs a generation rate: run `synaug bench --plan PLAN --generator GENERATOR` first, or pass --rate or --bench.")
-        measured = BenchResult.load(path)
+    if options.rate is not None:
+        return None
+    path = Path(options.bench) if options.bench is not None else default_bench_path()
+    if options.bench is None and not path.is_file():
+        raise SynaugError("--estimate needs a generation rate: run `synaug bench --plan PLAN --generator GENERATOR` first, or pass --rate or --bench.")
+    return BenchResult.load(path)
+
+
+def _print_estimate(synthesis: SynthesisPlan, options: PlanOptions, measured: BenchResult | None, console: Console) -> None:
+    """Images, hours on the measured device (``measured``, None for --rate; and on --workers of them) and disk for the plan."""
+    from synaug.generate.bench import estimate_plan, format_bytes
+
     cost = estimate_plan(synthesis, measured, options.rate, options.sample_store, options.workers)
     hours = {"gpu": "GPU-hours", "cpu": "CPU-hours"}.get(cost.device_kind, "device-hours")
     source = "the given rate" if measured is None else f"{cost.device}, measured by synaug bench on {measured.host} at {measured.measured_at}"
