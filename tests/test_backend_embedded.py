@@ -163,8 +163,16 @@ def test_unet_without_the_projection_condition_is_rejected(gray_folder, tmp_path
         EmbeddedBackend.from_pretrained(wrong)
 
 
+@pytest.mark.parametrize("native_bf16, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_dtype_is_bf16_where_the_cpu_runs_it_natively(gray_folder, monkeypatch, native_bf16, expected):
+    monkeypatch.setattr("synaug.train.trainer._cpu_has_native_bf16", lambda: native_bf16)
+    assert EmbeddedBackend.from_pretrained(gray_folder, dtype="auto").settings()["dtype"] == expected
+
+
 def test_fp16_on_cpu_and_unknown_scheduler(gray_folder):
     with pytest.raises(SynaugError, match="on CPU use dtype fp32 or bf16"):
         EmbeddedBackend.from_pretrained(gray_folder, dtype="fp16")
+    with pytest.raises(SynaugError, match="unknown dtype 'fp8'; choose auto, fp32"):
+        EmbeddedBackend.from_pretrained(gray_folder, dtype="fp8")
     with pytest.raises(SynaugError, match="unknown scheduler 'lms'"):
         EmbeddedBackend.from_pretrained(gray_folder, scheduler="lms")

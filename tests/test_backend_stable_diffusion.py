@@ -137,6 +137,11 @@ def test_component_without_weights_names_it(tiny_sd, tmp_path):
     assert "could not load the 'unet' component" in one_line(error)
 
 
+def test_auto_dtype_is_bf16_where_the_cpu_runs_it_natively(tiny_sd, monkeypatch):
+    monkeypatch.setattr("synaug.train.trainer._cpu_has_native_bf16", lambda: True)
+    assert StableDiffusionBackend.from_pretrained(tiny_sd, dtype="auto").settings()["dtype"] == "bf16"
+
+
 def test_unknown_scheduler_and_fp16_on_cpu(tiny_sd):
     with pytest.raises(SynaugError, match="unknown scheduler 'heun'; choose one of: ddim, dpm\\+\\+"):
         StableDiffusionBackend.from_pretrained(tiny_sd, scheduler="heun")

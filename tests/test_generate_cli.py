@@ -193,6 +193,20 @@ def test_generate_through_a_tiny_stable_diffusion_checkpoint_resumes_identically
     assert code == 0 and "0 new images" in stdout
 
 
+@pytest.mark.parametrize("native_bf16, dtype", [(True, "bf16"), (False, "fp32")])
+def test_embedded_generators_default_to_dtype_auto(tmp_path, capsys, monkeypatch, native_bf16, dtype):
+    from fixtures_generation import build_tiny_embedded
+
+    monkeypatch.setattr("synaug.train.trainer._cpu_has_native_bf16", lambda: native_bf16)
+    generator = build_tiny_embedded(tmp_path / "tiny", class_names=["cat", "dog"])
+    plan_file = make_plan([1, 0], ["cat", "dog"], seed=5).save(tmp_path / "plan.json")
+    command = ["generate", "--plan", plan_file, "--generator", generator, "--steps", 2, "--no-progress"]
+    assert run([*command, "--out", tmp_path / "default"], capsys)[0] == 0
+    assert SyntheticStore(tmp_path / "default").info["settings"]["dtype"] == dtype
+    assert run([*command, "--out", tmp_path / "auto", "--dtype", "auto"], capsys)[0] == 0
+    assert SyntheticStore(tmp_path / "auto").info["settings"]["dtype"] == dtype
+
+
 def make_not_a_generator(**options):
     """A factory returning the wrong type, for the test below."""
     return object()

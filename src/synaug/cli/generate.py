@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 PYTHON_GENERATOR = "python:"
 DEFAULT_PLAN_FILE = "plan.json"
+EMBEDDED_DTYPE = "auto"  # not for SD: its bf16 images on the CPU depend on the batch, which breaks byte-identical resumes
 ESTIMATE_OPTIONS = ("plan", "rate", "estimate", "bench", "sample_store", "workers")  # all that `plan --plan FILE` takes
 
 
@@ -171,7 +172,7 @@ def bench(
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Sampler, e.g. ddim or dpm++ (default: the generator's).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (default: the generator's).")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (default: the generator's).")] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp32 | fp16 | bf16 (default: the generator's).")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="auto | fp32 | fp16 | bf16; auto: bf16 where the device runs it natively, else fp32 (default: auto for embedded generators, else the generator's).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1, ... (default: the generator's).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per batch (default: the generator's).")] = None,
     batches: Annotated[int, typer.Option("--batches", help="Batches timed, after one warm-up batch.")] = 2,
@@ -200,7 +201,7 @@ def generate(
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Sampler, e.g. ddim or dpm++ (default: the generator's).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (default: the generator's).")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (default: the generator's).")] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp32 | fp16 | bf16 (default: the generator's).")] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="auto | fp32 | fp16 | bf16; auto: bf16 where the device runs it natively, else fp32 (default: auto for embedded generators, else the generator's).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1, ... (default: the generator's).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per batch (default: the generator's).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Replace the plan's run seed.")] = None,
@@ -351,20 +352,22 @@ def load_generator(spec: str, **sampler: Any):
     """The generator named by ``spec``: "embedded" (the shipped Fashion-MNIST generator), "embedded:NAME"
     (another shipped one, e.g. embedded:colored-fashion-mnist), a model folder or hub id, or "python:MODULE:FUNCTION".
 
-    ``sampler`` settings given (not None) are passed on; for "python:" they are the keyword
-    arguments of FUNCTION, which returns a :class:`~synaug.generate.backends.base.Generator`.
+    ``sampler`` settings given (not None) are passed on; an embedded generator's dtype defaults to
+    "auto" (bf16 where the device runs it natively, as in run configs). For "python:" they are the
+    keyword arguments of FUNCTION, which returns a :class:`~synaug.generate.backends.base.Generator`.
     """
     options = {k: v for k, v in sampler.items() if v is not None}
     if spec.startswith(PYTHON_GENERATOR):
         return _python_generator(spec[len(PYTHON_GENERATOR):], options)
     from synaug.generate.backends.embedded import SHIPPED_PREFIX, SPEC_FILE, EmbeddedBackend
 
+    embedded = {"dtype": EMBEDDED_DTYPE, **options}
     if spec == "embedded":
-        return EmbeddedBackend.default(**options)
+        return EmbeddedBackend.default(**embedded)
     if spec.startswith(SHIPPED_PREFIX):
-        return EmbeddedBackend.shipped(spec[len(SHIPPED_PREFIX):], **options)
+        return EmbeddedBackend.shipped(spec[len(SHIPPED_PREFIX):], **embedded)
     if (Path(spec) / SPEC_FILE).is_file():
-        return EmbeddedBackend.from_pretrained(spec, **options)
+        return EmbeddedBackend.from_pretrained(spec, **embedded)
     from synaug.generate.backends.stable_diffusion import StableDiffusionBackend
 
     return StableDiffusionBackend.from_pretrained(spec, **options)

@@ -18,9 +18,10 @@ from synaug.errors import SynaugError
 from synaug.generate.hooks import StepHook
 from synaug.generate.pipeline import GenerationOutput, SamplingPipeline
 
-__all__ = ["GenerationOutput", "Generator", "LoopGenerator", "check_generate_inputs", "positive_int"]
+__all__ = ["GenerationOutput", "Generator", "LoopGenerator", "check_generate_inputs", "positive_int", "resolve_dtype"]
 
 MAX_SEED = 2**63 - 1
+DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 
 class Generator(ABC):
@@ -194,3 +195,15 @@ def positive_int(value: int, name: str) -> int:
     if int(value) < 1:
         raise SynaugError(f"{name}={value} must be at least 1.")
     return int(value)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    """``dtype`` with "auto" resolved as run configs mean it: bf16 where ``device`` runs it natively
+    (fp16 on a GPU without bf16), else fp32."""
+    if dtype not in DTYPES:
+        raise SynaugError(f"unknown dtype '{dtype}'; choose auto, fp32, fp16 (CUDA) or bf16.")
+    if dtype != "auto":
+        return dtype
+    from synaug.train.trainer import autocast_dtype
+
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(autocast_dtype("auto", device), "fp32")

@@ -19,7 +19,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from synaug.errors import SynaugError
-from synaug.generate.backends.base import LoopGenerator, positive_int
+from synaug.generate.backends.base import LoopGenerator, positive_int, resolve_dtype
 from synaug.generate.pipeline import (
     SamplingPipeline,
     frozen_module,
@@ -75,7 +75,7 @@ class StableDiffusionBackend(LoopGenerator):
             self.encode_prompts,
             vae=vae,
             device=device,
-            dtype=dtype,
+            dtype=resolve_dtype(dtype, resolve_device(device)),
             decode_batch_size=decode_batch_size,
             channels_last=channels_last,
         )
@@ -109,7 +109,9 @@ class StableDiffusionBackend(LoopGenerator):
         is reachable; ``local_files_only`` defaults to the ``HF_HUB_OFFLINE`` setting.
         """
         make_scheduler(scheduler, {})  # fail on a bad name before loading any weights
-        weight_dtype = resolve_precision(dtype, resolve_device(device)).weight_dtype
+        target = resolve_device(device)
+        dtype = resolve_dtype(dtype, target)
+        weight_dtype = resolve_precision(dtype, target).weight_dtype
         folder, name = _checkpoint_folder(str(path_or_hub_id), local_files_only)
         _check_components(folder)
         tokenizer = _load(CLIPTokenizer.from_pretrained, folder, "tokenizer")
