@@ -34,6 +34,16 @@ def test_load_dataset_every_kind(tmp_path):
     assert listed.channels == 1 and len(listed) == 2
 
 
+def test_a_flat_image_folder_is_the_training_split_only(tmp_path):
+    write_image(tmp_path / "flat" / "a" / "0.png")
+    write_image(tmp_path / "val" / "a" / "0.png")
+    assert len(load_dataset("imagefolder", tmp_path / "flat")) == 1
+    assert len(load_dataset("imagefolder", tmp_path / "val", split="val")) == 1  # the folder named after the split
+    for kind in ("imagefolder", "utkface", "nico"):
+        with pytest.raises(SynaugError, match=r"has no 'test' folder to read the test split from.*ROOT/train/<class>/ and ROOT/test/<class>/"):
+            load_dataset(kind, tmp_path / "flat", split="test")
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
-from data_writers import write_fashion_mnist
+from data_writers import write_fashion_mnist, write_image
 from fake_generator import FakeGenerator
 
 from synaug.cli import main
@@ -124,3 +125,55 @@ def test_bad_configs_are_one_line_errors(fashion, tmp_path, capsys, config, argv
 def test_evaluate_a_missing_checkpoint(tmp_path, capsys):
     status, _, err = run(capsys, "evaluate", str(tmp_path / "none"), "--out", str(tmp_path / "ev"))
     assert status == 2 and "does not exist" in err and err.count("\n") == 1
+
+
+def _image_folder(root, per_class: int = 4, odd_size: bool = False):
+    """Two classes of small PNGs under ``root/<class>/``; with ``odd_size`` one image of class b is 64x48."""
+    for label, name in enumerate(["a", "b"]):
+        for i in range(per_class):
+            write_image(root / name / f"{i}.png", color=(200 * label, 30 * i, 90))
+    if odd_size:
+        write_image(root / "b" / "odd.png", size=(64, 48))
+    return root
+
+
+def test_a_missing_test_split_is_an_error_not_the_training_images(tmp_path, capsys):
+    flat = _image_folder(tmp_path / "flat")
+    status, _, err = run(capsys, "train", "--dataset", "imagefolder", "--root", str(flat), "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress")
+    assert status == 2 and err.count("\n") == 1
+    assert f"image folder {flat} has no 'test' folder" in err and "ROOT/test/<class>/ and pass --root ROOT" in err
+    assert not (tmp_path / "r").exists()
+
+    _image_folder(tmp_path / "tree" / "train")
+    _image_folder(tmp_path / "tree" / "test", per_class=2)
+    status, stdout, err = run(
+        capsys, "train", "--dataset", "imagefolder", "--root", str(tmp_path / "tree"), "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"
+    )
+    assert status == 0, err
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["as trained"]["num_samples"] == 4
+    argv = ["evaluate", str(tmp_path / "r" / "checkpoint"), "--out", str(tmp_path / "ev")]
+    assert run(capsys, *argv)[0] == 0
+    status, _, err = run(capsys, *argv, "--root", str(tmp_path / "tree" / "train"))
+    assert status == 2 and "has no 'test' folder" in err and err.count("\n") == 1
+
+
+def test_split_list_training_needs_a_test_list(tmp_path, capsys):
+    _image_folder(tmp_path / "images")
+    (tmp_path / "train.txt").write_text("".join(f"{c}/{i}.png {label}\n" for label, c in enumerate("ab") for i in range(4)))
+    argv = ["train", "--dataset", "split-list", "--root", str(tmp_path / "images"), "--list-file", str(tmp_path / "train.txt")]
+    status, _, err = run(capsys, *argv, "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress")
+    assert status == 2 and "pass --test-list-file FILE" in err and err.count("\n") == 1
+    status, _, err = run(capsys, *argv, "--test-list-file", str(tmp_path / "train.txt"), "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress")
+    assert status == 0, err
+
+
+def test_images_of_different_sizes_ask_for_size(tmp_path, capsys):
+    _image_folder(tmp_path / "tree" / "train", odd_size=True)
+    _image_folder(tmp_path / "tree" / "test", per_class=1)
+    argv = ["train", "--dataset", "imagefolder", "--root", str(tmp_path / "tree"), "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"]
+    status, _, err = run(capsys, *argv)
+    assert status == 2 and err.count("\n") == 1
+    assert re.search(rf"images in {tmp_path / 'tree' / 'train'}\S* differ in size \(8x6 \S+, 64x48 \S*odd.png\); pass --size N", err), err
+    status, _, err = run(capsys, *argv, "--size", "8")
+    assert status == 0, err
+    assert json.loads((tmp_path / "r" / "checkpoint" / "config.json").read_text())["image_size"] == [8, 8]

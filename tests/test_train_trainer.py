@@ -12,6 +12,7 @@ from synaug.config import from_dict
 from synaug.data import LabeledImages
 from synaug.errors import SynaugError
 from synaug.train import TrainConfig, extract_features, infer, recipe, train_classifier
+from synaug.train.models import Normalizer, build_model
 from synaug.train.trainer import lr_factor
 
 # On the CPU, where identical weights from identical seeds are promised.
@@ -114,6 +115,22 @@ def test_file_backed_data_streams_through_a_dataloader(tmp_path):
         infer(result.model, on_disk, result.normalizer), infer(result.model, data, result.normalizer)
     )
     assert result.normalizer.std == pytest.approx(in_memory.normalizer.std)
+
+
+def test_images_of_different_sizes_are_a_one_line_error_naming_size(tmp_path):
+    files = []
+    for i, shape in enumerate([(12, 12)] * 5 + [(48, 64)]):
+        files.append(tmp_path / "a" / f"{i}.png")
+        files[-1].parent.mkdir(exist_ok=True)
+        Image.fromarray(np.zeros(shape, dtype=np.uint8)).save(files[-1])
+    mixed = LabeledImages(labels=[0, 1, 0, 1, 0, 1], class_names=["x", "y"], files=files, channels=1)
+    message = rf"images in {tmp_path / 'a'} differ in size \(12x12 \d.png, 64x48 5.png\); pass --size N"
+    with pytest.raises(SynaugError, match=message):
+        train_classifier(mixed, TrainConfig(**FAST), progress=False)
+    with pytest.raises(SynaugError, match=message):  # raised in a DataLoader worker, re-raised without its traceback
+        infer(build_model("small_resnet", 2, in_channels=1), mixed, Normalizer.fixed(1), batch_size=6, num_workers=1)
+    resized = LabeledImages(labels=mixed.labels, class_names=["x", "y"], files=files, channels=1, size=(12, 12))
+    assert train_classifier(resized, TrainConfig(**FAST), progress=False).image_shape == (1, 12, 12)
 
 
 def test_infer_and_features_keep_the_order_and_batching_does_not_matter():

@@ -98,6 +98,8 @@ def train(
     dataset: DatasetOpt = None,
     root: RootOpt = None,
     list_file: ListFileOpt = None,
+    test_list_file: Annotated[Optional[str], typer.Option("--test-list-file", help="split-list file of the test images.")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", help="Resize file-backed images to N x N (needed when sizes differ).")] = None,
     index: Annotated[Optional[str], typer.Option("--index", help="Train on the subset stored in this index file.")] = None,
     longtail: Annotated[Optional[float], typer.Option("--longtail", help="Train on a long-tailed subset with this IF.")] = None,
     max_per_class: Annotated[Optional[int], typer.Option("--max-per-class", help="Largest class of the long-tailed subset.")] = None,
@@ -123,7 +125,7 @@ def train(
 ) -> None:
     """Train a classifier, evaluate it on the test split, and save checkpoint, results and plots."""
     options = _train_options(
-        config, dataset=dataset, root=root, list_file=list_file, index=index, longtail=longtail,
+        config, dataset=dataset, root=root, list_file=list_file, test_list_file=test_list_file, size=size, index=index, longtail=longtail,
         max_per_class=max_per_class, per_class=per_class, synthetic=synthetic, recipe=recipe, model=model,
         epochs=epochs, batch_size=batch_size, lr=lr, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
         domain_mixup=domain_mixup, seed=seed, device=device, amp=amp, crt=crt, crt_source=crt_source, out=out,
@@ -229,7 +231,7 @@ def _training_data(options: TrainOptions) -> tuple[LabeledImages, LabeledImages,
     """(training set, test set, the load_dataset arguments of the full dataset)."""
     if options.index is not None:
         subset_index = load_index(options.index)
-        overrides = {k: v for k, v in {"root": options.root, "list_file": options.list_file}.items() if v is not None}
+        overrides = {k: v for k, v in {"root": options.root, "list_file": options.list_file, "size": options.size}.items() if v is not None}
         source = {**subset_index.source, **overrides}
         train_data = subset_index.apply(load_dataset(**source))
     else:
@@ -242,6 +244,8 @@ def _training_data(options: TrainOptions) -> tuple[LabeledImages, LabeledImages,
     test_source = {**source, "split": options.test_split}
     if options.test_list_file is not None:
         test_source["list_file"] = str(Path(options.test_list_file).resolve())
+    elif source["kind"] == "split-list":
+        raise SynaugError("split-list training needs the `path label` file of the test images too; pass --test-list-file FILE.")
     return train_data, load_dataset(**test_source), source
 
 

@@ -7,6 +7,7 @@ Fashion-MNIST or CIFAR) or on disk as file paths decoded lazily (ImageNet-LT-siz
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -149,8 +150,32 @@ class LabeledImages:
             return self
         if not len(self):
             raise SynaugError("cannot load an empty dataset into memory; check the data folder and split.")
-        images = torch.stack([self.load(i) for i in range(len(self))])
-        return replace(self, images=images, files=None)
+        return replace(self, images=self.stack(range(len(self))), files=None)
+
+    def stack(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """Images ``indices`` as one uint8 tensor N x C x H x W; file images of different sizes are a one-line error."""
+        return stack_images([self.load(int(i)) for i in indices], None if self.files is None else [self.files[int(i)] for i in indices])
+
+
+def stack_images(images: Sequence[torch.Tensor], files: Sequence[Path] | None = None) -> torch.Tensor:
+    """``images`` (decoded from ``files``, when given) stacked; different sizes are a one-line error naming the fix."""
+    sizes = [_width_by_height(image.shape[1:]) for image in images]
+    other = next((position for position, size in enumerate(sizes) if size != sizes[0]), None)
+    if other is not None:
+        where, names = "", ["", ""]
+        if files is not None:
+            folder = Path(os.path.commonpath([files[0].parent, files[other].parent]))
+            where, names = f" in {folder}", [f" {files[i].relative_to(folder)}" for i in (0, other)]
+        raise SynaugError(
+            f"images{where} differ in size ({sizes[0]}{names[0]}, {sizes[other]}{names[1]}); "
+            "pass --size N (data.size in a config) to resize them."
+        )
+    return torch.stack(list(images))
+
+
+def _width_by_height(shape: Sequence[int]) -> str:
+    """``(H, W)`` as ``"WxH"``, the way image sizes are usually written."""
+    return f"{shape[1]}x{shape[0]}"
 
 
 def decode_image(path: Path, channels: int, size: tuple[int, int] | None) -> torch.Tensor:

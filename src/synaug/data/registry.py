@@ -35,6 +35,7 @@ LOADER_OPTIONS = {
     "spurious-fashion-mnist": ("imbalance_factor", "max_per_class", "majority", "per_cell_val", "per_cell_test", "seed"),
 }
 GROUP_KINDS = ("waterbirds", "utkface", "nico", "spurious-fashion-mnist")
+FOLDER_KINDS = ("imagefolder", "utkface", "nico")
 INDEX_FORMAT = "synaug-index/1"
 _NATIVE_SHAPE = {"fashion-mnist": (1, 28), "cifar10": (3, 32), "cifar100": (3, 32), "spurious-fashion-mnist": (3, 28)}
 
@@ -52,7 +53,7 @@ def load_dataset(
     """The dataset of ``kind`` (one of :data:`DATASET_KINDS`).
 
     ``root``: the data folder (Fashion-MNIST falls back to $SYNAUG_FASHION_MNIST and its
-    default location; for ``imagefolder`` ``root/<split>`` is used when that folder exists).
+    default location; for the folder kinds see :func:`split_folder`).
     ``list_file``: the split list for ``split-list`` (paths relative to ``root``).
     ``size``/``channels``: what file-backed images are decoded to; in-memory kinds keep
     their native shape and reject a different one.
@@ -89,7 +90,7 @@ def load_dataset(
     if root is None:
         raise SynaugError(f"{kind} needs a root folder; pass the folder the images are in.")
     channels = 3 if channels is None else channels
-    folder = Path(root) / split if (Path(root) / split).is_dir() else Path(root)
+    folder = split_folder(root, split) if kind in FOLDER_KINDS else Path(root)
     if kind == "imagefolder":
         if groups_csv is not None:
             return load_image_folder_with_groups(folder, groups_csv, size=size, channels=channels)
@@ -103,6 +104,24 @@ def load_dataset(
     if list_file is None:
         raise SynaugError("split-list needs a list file; pass the ImageNet-LT/Places-LT style `path label` file.")
     return load_split_list(list_file, root, size=size, channels=channels)
+
+
+def split_folder(root: str | Path, split: str) -> Path:
+    """The folder ``split`` is read from: ``root/<split>``, else ``root`` itself for the training split.
+
+    A folder of class folders with no split folders below is the training split; any other
+    split needs its own folder (``root/<split>``, or ``root`` when it is named ``split``), so
+    the training images are never silently read as the test or validation split.
+    """
+    root = Path(root)
+    if (root / split).is_dir():
+        return root / split
+    if split == "train" or root.name == split or not root.is_dir():  # a missing root is the loader's error
+        return root
+    raise SynaugError(
+        f"image folder {root} has no '{split}' folder to read the {split} split from, and its class folders are the training "
+        f"images; lay the data out as ROOT/train/<class>/ and ROOT/{split}/<class>/ and pass --root ROOT."
+    )
 
 
 @dataclass

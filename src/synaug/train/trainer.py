@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from synaug.data.dataset import LabeledImages
+from synaug.data.dataset import LabeledImages, stack_images
 from synaug.errors import SynaugError
 from synaug.train.augment import BatchAugment, check_mixing
 from synaug.train.distributed import all_reduce_sum, broadcast_buffers, init_distributed, wrap_model
@@ -209,7 +209,12 @@ class Batch:
 
 
 class _FileImages(torch.utils.data.Dataset):
-    """Decodes file-backed images in DataLoader workers."""
+    """Decodes file-backed images in DataLoader workers.
+
+    A SynaugError (a corrupt file, images of different sizes) comes back as the batch's
+    images, for the main process to raise with its own one-line message: raised in a worker
+    it would reach the user wrapped in the worker's traceback.
+    """
 
     def __init__(self, data: LabeledImages):
         self.data = data
@@ -218,15 +223,20 @@ class _FileImages(torch.utils.data.Dataset):
         return len(self.data)
 
     def __getitem__(self, index: int):
-        return self.data.load(index), index
+        try:
+            return self.data.load(index), index
+        except SynaugError as error:
+            return error, index
 
-
-def _collate(items):
-    try:
-        images = torch.stack([image for image, _ in items])
-    except RuntimeError:
-        raise SynaugError("images in a batch have different sizes; load the dataset with a fixed size=(H, W).") from None
-    return images, torch.tensor([index for _, index in items])
+    def collate(self, items) -> tuple[torch.Tensor | SynaugError, torch.Tensor]:
+        """(images, indices) of one batch; the images are the first SynaugError when one was raised."""
+        indices = [index for _, index in items]
+        errors = [image for image, _ in items if isinstance(image, SynaugError)]
+        try:
+            images = errors[0] if errors else stack_images([image for image, _ in items], [self.data.files[i] for i in indices])
+        except SynaugError as error:
+            images = error
+        return images, torch.tensor(indices)
 
 
 class BatchSource:
@@ -262,12 +272,13 @@ class BatchSource:
             fits = device.type != "cuda" or data.images.nbytes < 0.5 * torch.cuda.mem_get_info(device)[0]
             self.images = data.images.to(device) if fits else data.images.pin_memory()
         else:
+            files = _FileImages(data)
             self.loader = torch.utils.data.DataLoader(
-                _FileImages(data),
+                files,
                 batch_sampler=_IndexBatches(self),
                 num_workers=num_workers,
                 persistent_workers=num_workers > 0,
-                collate_fn=_collate,
+                collate_fn=files.collate,
                 pin_memory=device.type == "cuda",
             )
 
@@ -302,6 +313,8 @@ class BatchSource:
 
     def _streamed(self) -> Iterator[Batch]:
         for images, index in self.loader:
+            if isinstance(images, SynaugError):
+                raise images
             index = index.to(self.device)
             yield Batch(images.to(self.device, non_blocking=True), self.labels[index], self.is_synthetic[index], index)
 
@@ -364,8 +377,7 @@ def make_normalizer(data: LabeledImages, how: str, sample_size: int = 2000) -> N
         return Normalizer.fixed(data.channels)
     if data.in_memory:
         return Normalizer.from_images(data.images)
-    picked = np.random.default_rng(0).permutation(len(data))[:sample_size]
-    return Normalizer.from_images(torch.stack([data.load(int(i)) for i in picked]))
+    return Normalizer.from_images(data.stack(np.random.default_rng(0).permutation(len(data))[:sample_size]))
 
 
 Objective = Callable[[torch.Tensor, Batch], torch.Tensor]
