@@ -177,3 +177,15 @@ def test_images_of_different_sizes_ask_for_size(tmp_path, capsys):
     status, _, err = run(capsys, *argv, "--size", "8")
     assert status == 0, err
     assert json.loads((tmp_path / "r" / "checkpoint" / "config.json").read_text())["image_size"] == [8, 8]
+
+
+def test_an_unfinished_synthetic_store_is_an_error(fashion, tmp_path, capsys):
+    plan = make_plan(longtail_counts(10, 8, 4), FASHION_MNIST_CLASSES, image_size=(28, 28), channels=1)
+    store = SyntheticStore(tmp_path / "store")
+    generate_plan(plan, FakeGenerator(size=28), store, batch_size=16, progress=False, shard_index=0, num_shards=2)
+    argv = ["train", "--longtail", "4", "--max-per-class", "8", "--synthetic", str(tmp_path / "store"), "--epochs", "1"]
+    status, _, err = run(capsys, *argv, "--out", str(tmp_path / "run"), "--no-progress")
+    assert status == 2 and err.count("\n") == 1
+    assert f"{tmp_path / 'store'} holds {(plan.total + 1) // 2} of {plan.total} planned images; re-run `synaug generate" in err
+    assert not (tmp_path / "run").exists()
+    assert len(store.load(per_class=[1] * 10)) > 0  # a deliberate partial load still works

@@ -239,8 +239,9 @@ def _training_data(options: TrainOptions) -> tuple[LabeledImages, LabeledImages,
         full = load_dataset(**source)
         train_data = full if options.longtail is None and options.per_class is None else full.subset(_subset_indices(full, options))
     if options.synthetic is not None:
-        store = SyntheticStore(options.synthetic).load(class_names=train_data.class_names, in_memory=train_data.in_memory)
-        train_data = train_data.concat(store)
+        store = SyntheticStore(options.synthetic)
+        store.check_complete()
+        train_data = train_data.concat(store.load(class_names=train_data.class_names, in_memory=train_data.in_memory))
     test_source = {**source, "split": options.test_split}
     if options.test_list_file is not None:
         test_source["list_file"] = str(Path(options.test_list_file).resolve())

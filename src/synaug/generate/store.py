@@ -186,6 +186,19 @@ class SyntheticStore:
         frame = self.manifest()
         return set(zip(frame["class_id"].tolist(), frame["group_key"].tolist(), frame["index"].tolist()))
 
+    def check_complete(self) -> None:
+        """A one-line error unless every planned image is recorded (finished or failed).
+
+        A store an interrupted `synaug generate` left holds only the images it reached, often
+        of the first classes alone; used as the whole store it would skew the training set.
+        """
+        planned, recorded = self.plan.total, len(self.manifest())
+        if recorded < planned:
+            raise SynaugError(
+                f"{self.root} holds {recorded} of {planned} planned images; re-run `synaug generate --plan <its plan> "
+                f"--out {self.root}` to finish it."
+            )
+
     def load(
         self,
         class_names: Sequence[str] | None = None,
