@@ -241,6 +241,7 @@ def generate(
         "scheduler": options.scheduler, "steps": options.steps, "guidance_scale": options.guidance, "dtype": options.dtype,
         "device": options.device, "batch_size": options.batch_size,
     }
+    _warn_unknown_classes(synthesis, options.generator)
     hooks, references = _feedback_and_references(synthesis, options, given)
     if options.ray or options.ray_address is not None:
         if hooks or references is not None:
@@ -290,6 +291,31 @@ def _generate_on_ray(synthesis: SynthesisPlan, options: GenerateOptions, sampler
     )
     for error in summary.errors:
         Console(highlight=False, stderr=True).print(f"recovered from: {error}", markup=False, soft_wrap=True)
+
+
+def _warn_unknown_classes(synthesis: SynthesisPlan, generator: str) -> None:
+    """One line on stderr when an embedded generator is to draw classes whose prompts name none of the classes it knows."""
+    from synaug.generate.backends.embedded import embedded_spec
+
+    spec = embedded_spec(generator)
+    if spec is None:
+        return
+    groups = range(len(synthesis.group_names)) if synthesis.group_names is not None else [None]
+    _, synthetic = synthesis.class_totals()
+    unknown = [
+        name for class_id, name in enumerate(synthesis.class_names)
+        if synthetic[class_id] and not any(
+            spec.names_a_class(synthesis.prompt(class_id, group, index)) for group in groups for index in range(len(synthesis.templates))
+        )
+    ]
+    if unknown:
+        Console(highlight=False, stderr=True).print(
+            f"warning: generator {generator} was trained on {', '.join(spec.class_names)} only, and the prompts of "
+            f"{', '.join(unknown)} name none of these, so their images will show something else; pass --generator with a "
+            "checkpoint trained on your classes, or plan again with --class-prompt-names CLASS=NAME to map a class to one of those names.",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _feedback_and_references(synthesis: SynthesisPlan, options: GenerateOptions, given: dict[str, Any]) -> tuple[list, LabeledImages | None]:

@@ -78,6 +78,11 @@ class EmbeddedGeneratorSpec:
             raise SynaugError(f"{path} needs image_size [H, W], channels 1 or 3 and a non-empty class_names list.")
         return spec
 
+    def names_a_class(self, prompt: str) -> bool:
+        """Whether ``prompt`` names one of the classes the generator was trained on (case-insensitively)."""
+        text = prompt.casefold()
+        return any(name.casefold() in text for name in self.class_names)
+
     def write(self, folder: str | os.PathLike) -> Path:
         """Write ``synaug_generator.json`` into ``folder`` atomically; returns its path."""
         path = Path(folder) / SPEC_FILE
@@ -222,6 +227,12 @@ def shipped_folder(spec: str) -> Path | None:
     if spec.startswith(SHIPPED_PREFIX):
         return SHIPPED_ROOT / spec[len(SHIPPED_PREFIX):]
     return None
+
+
+def embedded_spec(spec: str) -> EmbeddedGeneratorSpec | None:
+    """What an embedded generator named by ``spec`` (see :func:`shipped_folder`, or its folder) records; None for other generators."""
+    folder = shipped_folder(spec) or Path(spec).expanduser()
+    return EmbeddedGeneratorSpec.read(folder) if (folder / SPEC_FILE).is_file() else None
 
 
 def weights_digest(folder: Path) -> str:
