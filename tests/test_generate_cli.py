@@ -84,6 +84,7 @@ def test_plan_final_counts_from_yaml(fashion, tmp_path, capsys):
     "argv, needle",
     [
         (["--template", "a photo of a {klass}"], "unknown field {klass}; valid fields: {class}"),
+        (["--template", "a photo"], "'a photo' has no {class}"),
         (["--class-prompt-names", "Zebra=zebra"], "class 'Zebra', which the dataset does not have"),
         (["--strategy", "fill-to"], "--target"),
         (["--strategy", "fill-up"], "unknown strategy 'fill-up'"),

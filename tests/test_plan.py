@@ -162,6 +162,12 @@ def test_unknown_template_field_names_the_valid_fields():
     assert "{klass}" in message and "{class}" in message
 
 
+def test_a_template_without_the_class_is_an_error():
+    with pytest.raises(SynaugError) as error:
+        make_plan(COUNTS, NAMES, templates=["a photo of a {class}", "a photo"])
+    assert "'a photo' has no {class}" in one_line(error) and "'a photo of a {class}'" in one_line(error)
+
+
 def test_positional_and_malformed_templates_are_errors():
     with pytest.raises(SynaugError):
         make_plan(COUNTS, NAMES, templates=["a photo of a {}"])

@@ -1,7 +1,7 @@
 """Prompts for synthetic images, built from templates such as "a photo of a {class}".
 
-A template may use the fields ``{class}`` (the class name as written in prompts) and,
-for group data, ``{context}`` or its synonym ``{group}`` (the group's name). When a plan
+A template must use the field ``{class}`` (the class name as written in prompts); for group
+data it may also use ``{context}`` or its synonym ``{group}`` (the group's name). When a plan
 has several templates they rotate by image index: image ``i`` of a class uses template
 ``i % len(templates)``.
 """
@@ -35,13 +35,19 @@ def check_templates(templates: Sequence[str], with_groups: bool) -> list[str]:
         raise SynaugError("no prompt templates given; pass at least one, e.g. 'a photo of a {class}'.")
     valid = CLASS_FIELDS + GROUP_FIELDS if with_groups else CLASS_FIELDS
     for template in templates:
-        for name in template_fields(template):
+        fields = template_fields(template)
+        for name in fields:
             if name in valid:
                 continue
             hint = " (this plan has no groups, so {context}/{group} cannot be used)" if name in GROUP_FIELDS else ""
             shown = "{" + name + "}" if name else "{}"
             raise SynaugError(
                 f"prompt template '{template}' uses unknown field {shown}{hint}; valid fields: {', '.join('{' + v + '}' for v in valid)}."
+            )
+        if "class" not in fields:
+            raise SynaugError(
+                f"prompt template '{template}' has no {{class}}, so every class would get the same prompt; "
+                f"put the class name in it, e.g. '{template} of a {{class}}'."
             )
     return templates
 
