@@ -55,6 +55,8 @@ def test_a_stage_whose_input_is_missing(fashion, tmp_path, capsys):
     assert f"run `synaug run {config} --stage generate` first" in line
     assert set(stage_folders(tmp_path / "out")) == {"data", "plan"}
     assert "unknown stage 'trian'; choose one of data, plan" in error_line(capsys, "run", config, "--stage", "trian")
+    fresh = tmp_path / "fresh"
+    assert f"run `synaug run {config} --stage data --out {fresh}` first" in error_line(capsys, "run", config, "--stage", "train", "--out", fresh)
 
 
 def test_a_store_of_another_plan_is_refused_with_the_config_named(fashion, tmp_path, capsys):
@@ -82,7 +84,8 @@ def test_an_external_store_of_another_plan_or_generator_is_refused(fashion, tmp_
     # a store made through generator.store is reused from another output folder, and refused for other settings
     own = tmp_path / "own-store"
     config = write_config(tmp_path / "own.yaml", tiny_config(tmp_path / "a", generator={"store": str(own)}, runs={"recipes": ["fill"]}))
-    assert run_cli(capsys, "run", config, "--no-progress")[0] == 0
+    code, _, err = run_cli(capsys, "run", config, "--no-progress")
+    assert code == 0 and "54 synthetic images, 1 epoch\n" in err  # not "1 epochs"
     assert run_cli(capsys, "run", config, "--out", tmp_path / "b", "--no-progress")[0] == 0
     (folder,) = stage_folders(tmp_path / "b")["generate"]
     record = json.loads((tmp_path / "b" / "stages" / folder / "stage.json").read_text())

@@ -169,6 +169,14 @@ def test_a_generator_that_does_not_load_is_one_error_line(cluster, planned, tmp_
     assert "error: module 'fake_generator' has no function 'missing'" in err and "Traceback" not in err
 
 
+def test_one_worker_is_counted_in_the_singular(cluster, tmp_path, capsys):
+    plan_file = make_plan([3, 0], ["cat", "dog"], image_size=(8, 8), channels=3).save(tmp_path / "plan.json")
+    code = main(["generate", "--plan", str(plan_file), "--out", str(tmp_path / "store"), "--generator", FAKE,
+                 "--ray", "--workers", "1", "--cpus-per-worker", "0.5", "--no-progress"])
+    out = capsys.readouterr().out.replace("\n", "")
+    assert code == 0 and "3 new images on 1 Ray worker in" in out
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

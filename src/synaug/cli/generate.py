@@ -282,7 +282,7 @@ def _generate_on_ray(synthesis: SynthesisPlan, options: GenerateOptions, sampler
     )
     lost = f", {summary.workers_lost} lost and restarted" if summary.workers_lost else ""
     Console(highlight=False).print(
-        f"{summary.generated} new images on {summary.num_workers} Ray workers{lost} in {summary.seconds:.1f} s "
+        f"{summary.generated} new images on {summary.num_workers} Ray worker{'s' if summary.num_workers != 1 else ''}{lost} in {summary.seconds:.1f} s "
         f"({summary.startup_seconds:.1f} s starting them, then {summary.images_per_second:.2f} images/s); "
         f"{summary.already_done} were done already, {summary.retried} retried, "
         f"{summary.failed} failed; store: {options.out}",

@@ -48,6 +48,7 @@ import functools
 import hashlib
 import json
 import os
+import shlex
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -660,7 +661,7 @@ class Pipeline:
                 f"the synthetic store in {self.cache.root / (stage + '-' + other['digest'])} was made by a different plan or generator "
                 f"(plan {other['inputs'].get('plan')}, {other.get('generator_id')}) than {self.config_name} asks for "
                 f"(plan {inputs['plan']}, {self.config.generator.spec} {_settings_text(inputs['sampler'])}); "
-                f"run `synaug run {self.config_name} --stage generate` to make a matching store, or use a new output folder (--out)."
+                f"run `{self._stage_command('generate')}` to make a matching store, or use a new output folder (--out)."
             )
         self._missing(stage, "synthetic images")
 
@@ -691,7 +692,7 @@ class Pipeline:
 
             train_set = self._training_set(recipe, seed, data, fill, extra)
             real, synthetic = int((~train_set.is_synthetic).sum()), int(train_set.is_synthetic.sum())
-            self._say("train", f"{recipe.name}: {real:,} real + {synthetic:,} synthetic images, {config.epochs} epochs")
+            self._say("train", f"{recipe.name}: {real:,} real + {synthetic:,} synthetic images, {config.epochs} epoch{'s' if config.epochs != 1 else ''}")
             if recipe.objective == "group_dro":
                 result, objective = train_group_dro(
                     train_set, config, step_size=dro.step_size, adjustment=dro.adjustment, weight_decay=None, progress=self.progress
@@ -917,8 +918,17 @@ class Pipeline:
         group = _group(stage)
         raise SynaugError(
             f"--stage {self.target} needs the '{group}' stage's output ({label}) for {self.config_name}, and {self.cache.root} has none; "
-            f"run `synaug run {self.config_name} --stage {group}` first (or run without --stage to run every stage)."
+            f"run `{self._stage_command(group)}` first (or run without --stage to run every stage)."
         )
+
+    def _stage_command(self, stage: str) -> str:
+        """This run's command line (its --out too), running only ``stage``."""
+        words = shlex.split(self.command)
+        if "--stage" in words:
+            words[words.index("--stage") + 1] = stage
+        else:
+            words += ["--stage", stage]
+        return shlex.join(words)
 
     def _note(self, stage: str, label: str, record: dict[str, Any], cached: bool) -> None:
         folder = self.cache.folder(stage, record["digest"])
