@@ -263,6 +263,30 @@ def test_write_failure_during_a_run_keeps_rows_and_files_consistent_and_resumes(
 
 
 # ---- resume and many writers ----------------------------------------------------------
+class _InterruptedGenerator(FakeGenerator):
+    """Raises KeyboardInterrupt (as Ctrl-C does) in its ``on_call``-th generate call."""
+
+    def __init__(self, on_call: int):
+        super().__init__()
+        self.on_call = on_call
+
+    def _generate_batch(self, prompts, seeds, **options):
+        if len(self.calls) + 1 == self.on_call:
+            raise KeyboardInterrupt
+        return super()._generate_batch(prompts, seeds, **options)
+
+
+def test_ctrl_c_mid_run_records_every_batch_it_wrote(tmp_path):
+    plan = small_plan()
+    with pytest.raises(KeyboardInterrupt):
+        generate_plan(plan, _InterruptedGenerator(on_call=3), SyntheticStore(tmp_path / "s"), batch_size=4, progress=False)
+    assert len(check_consistent(tmp_path / "s")) == 8  # both finished batches, the one still being written too
+    summary = generate_plan(plan, FakeGenerator(), SyntheticStore(tmp_path / "s"), batch_size=4, progress=False)
+    assert (summary.already_done, summary.generated) == (8, plan.total - 8)
+    generate_plan(plan, FakeGenerator(), SyntheticStore(tmp_path / "clean"), progress=False)
+    assert file_bytes(tmp_path / "s") == file_bytes(tmp_path / "clean")
+
+
 def test_resume_removes_leftovers_of_killed_runs_only_for_pending_items(tmp_path):
     plan = small_plan()
     root = tmp_path / "s"

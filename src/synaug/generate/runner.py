@@ -3,7 +3,9 @@
 :func:`generate_plan` skips every image the store has recorded already, so re-running a
 finished plan does nothing and re-running an interrupted one finishes it. Image files are
 written by a background thread while the generator works on the next batch; a batch's
-manifest rows are appended once all its files are in place.
+manifest rows are appended once all its files are in place. When the run stops early
+(Ctrl-C, an error), the rows of every batch whose files were written are appended before
+the exception leaves, so a re-run does not generate those images again.
 """
 
 from __future__ import annotations
@@ -98,20 +100,27 @@ def generate_plan(
     counts = {"generated": 0, "retried": 0, "failed": 0}
     with _progress_bar(progress) as bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="synaug-png") as writer:
         task = bar.add_task("generating", total=len(items), completed=len(items) - len(pending))
-        in_flight: _Batch | None = None
-        for number, start in enumerate(range(0, len(pending), batch_size)):
-            batch = pending[start : start + batch_size]
-            records, images, retried = _generate_batch(plan, generator, batch, hooks, references)
-            counts["retried"] += retried
-            writes = [None if image is None else writer.submit(store.write_image, record.item, image) for record, image in zip(records, images)]
-            finished = _Batch(records, writes)
-            if in_flight is not None:
-                _finish(store, in_flight, counts, bar, task)
-            in_flight = finished
-            if number and number % COMPACT_EVERY_BATCHES == 0:
-                store.compact()
-        if in_flight is not None:
-            _finish(store, in_flight, counts, bar, task)
+        unrecorded: list[_Batch] = []  # batches whose files are being written, oldest first
+        try:
+            for number, start in enumerate(range(0, len(pending), batch_size)):
+                batch = pending[start : start + batch_size]
+                records, images, retried = _generate_batch(plan, generator, batch, hooks, references)
+                counts["retried"] += retried
+                writes = [None if image is None else writer.submit(store.write_image, record.item, image) for record, image in zip(records, images)]
+                unrecorded.append(_Batch(records, writes))
+                if len(unrecorded) > 1:
+                    _finish(store, unrecorded[0], counts, bar, task)
+                    unrecorded.pop(0)
+                if number and number % COMPACT_EVERY_BATCHES == 0:
+                    store.compact()
+            while unrecorded:
+                _finish(store, unrecorded[0], counts, bar, task)
+                unrecorded.pop(0)
+        except BaseException:
+            for batch in unrecorded:
+                if not batch.recorded:
+                    _record(store, batch)
+            raise
 
     # 5. Merge this run's manifest parts
     store.compact()
@@ -127,10 +136,11 @@ def generate_plan(
 
 @dataclass
 class _Batch:
-    """A batch's records and the pending file writes (None for failed images)."""
+    """A batch's records, the pending file writes (None for failed images), whether its rows are appended."""
 
     records: list[ImageRecord]
     writes: list[Future | None]
+    recorded: bool = False
 
 
 def _generate_batch(
@@ -174,10 +184,21 @@ def _scores(output, position: int) -> dict[str, float]:
 
 
 def _finish(store: SyntheticStore, batch: _Batch, counts: dict, bar: Progress, task) -> None:
+    """Wait for a batch's files, append their rows (see :func:`_record`), raise a failed write, count."""
+    written, error = _record(store, batch)
+    if error is not None:
+        raise error
+    failed = sum(record.file is None for record in written)
+    counts["failed"] += failed
+    counts["generated"] += len(written) - failed
+    bar.advance(task, len(written))
+
+
+def _record(store: SyntheticStore, batch: _Batch) -> tuple[list[ImageRecord], Exception | None]:
     """Wait for a batch's files, then append rows for every image written and every failure.
 
-    When a write failed, the rows of the images that did get written are still appended
-    before the error is raised, so no finished file is left without its row.
+    Returns the recorded rows and the first write error: when a write failed, the rows of the
+    images that did get written are still appended, so no finished file is left without its row.
     """
     written, error = [], None
     for record, write in zip(batch.records, batch.writes):
@@ -187,15 +208,11 @@ def _finish(store: SyntheticStore, batch: _Batch, counts: dict, bar: Progress, t
         try:
             record.file = write.result()
             written.append(record)
-        except Exception as exc:  # raised after the rows of the files that were written
+        except Exception as exc:
             error = error or exc
     store.append(written)
-    if error is not None:
-        raise error
-    failed = sum(record.file is None for record in written)
-    counts["failed"] += failed
-    counts["generated"] += len(written) - failed
-    bar.advance(task, len(written))
+    batch.recorded = True
+    return written, error
 
 
 class _ReferencePicker:
