@@ -199,6 +199,16 @@ def test_non_store_folders_are_not_filled_or_cleared(tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
+def test_every_store_file_follows_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        generate_plan(small_plan(), FakeGenerator(), SyntheticStore(tmp_path / "s"), progress=False)
+    finally:
+        os.umask(previous)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "s").rglob("*") if p.is_file()}
+    assert modes["store.json"] == modes["manifest.parquet"] == 0o644 and set(modes.values()) == {0o644}
+
+
 def test_unwritable_output_folder_is_a_one_line_error(tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")

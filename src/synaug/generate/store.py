@@ -441,10 +441,15 @@ def _check_same_source(root: Path, existing: dict, wanted: dict) -> None:
 
 
 def _create_exclusive(path: Path, text: str) -> None:
-    """Write ``path`` atomically unless it exists already (another writer won the race)."""
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``path`` atomically unless it exists already (another writer won the race).
+
+    The temp file is opened by name rather than by ``mkstemp``, so ``path`` gets the umask's
+    permissions like every other file of the store (mkstemp's are 0600: unreadable to the
+    other users of a shared store).
+    """
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
+        with open(temp, "x", encoding="utf-8") as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
@@ -454,7 +459,7 @@ def _create_exclusive(path: Path, text: str) -> None:
     except OSError as exc:
         raise SynaugError(f"cannot write {path} ({exc.strerror or exc}); choose a writable folder with --out.") from None
     finally:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
 
 
 def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
