@@ -1,10 +1,10 @@
-"""The one value checker behind every config and options file (synaug.config.coerce_value)."""
+"""The one value checker behind every config and options file (synaug.config.coerce_value), and YAML errors."""
 
 from __future__ import annotations
 
 import pytest
 
-from synaug.config import coerce_value
+from synaug.config import coerce_value, load_yaml
 from synaug.errors import SynaugError
 
 
@@ -44,3 +44,18 @@ def test_wrong_types_are_one_line_errors(value, hint, message):
     with pytest.raises(SynaugError) as caught:
         coerce_value(value, hint, "key")
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('a: 1\nb: "x\nc: 3\n', "at line 3 (found unexpected end of stream while scanning a quoted scalar from line 2)"),
+        ("a: 1\n b: 2\nc: 3\n", "at line 2 (mapping values are not allowed here)"),
+    ],
+)
+def test_yaml_syntax_errors_name_a_line_of_the_file(tmp_path, text, where):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(SynaugError) as error:
+        load_yaml(path)
+    assert str(error.value) == f"config file {path} is not valid YAML {where}; fix its syntax."

@@ -100,7 +100,9 @@ def test_plan_bad_input_is_one_line(fashion, tmp_path, capsys, argv, needle):
 def test_plan_unknown_config_key_names_the_nearest(fashion, tmp_path, capsys):
     config = tmp_path / "plan.yaml"
     config.write_text("stratgy: budget\n")
-    assert "did you mean 'strategy'?" in fails(["plan", "--config", config], capsys)
+    assert f"error: {config}: unknown key 'stratgy'; did you mean 'strategy'?" == fails(["plan", "--config", config], capsys)
+    config.write_text("target: many\n")
+    assert f"{config}: target must be an integer or null, not 'many'" in fails(["plan", "--config", config], capsys)
 
 
 def test_plan_class_the_dataset_lacks_is_one_line(fashion, tmp_path, capsys):

@@ -45,6 +45,12 @@ def test_bad_config_is_one_line_before_any_work(tmp_path, capsys, change, expect
     assert not out.exists()
 
 
+def test_a_data_root_that_does_not_exist_is_named(tmp_path, capsys):
+    missing = tmp_path / "no-such-folder"
+    config = write_config(tmp_path / "folder.yaml", tiny_config(tmp_path / "out", data={"kind": "imagefolder", "root": str(missing), "size": 28}))
+    assert f"{config}: data.root {missing} does not exist; fix the path" in error_line(capsys, "run", config, "--no-progress")
+
+
 def test_a_stage_whose_input_is_missing(fashion, tmp_path, capsys):
     config = write_config(tmp_path / "tiny.yaml", tiny_config(tmp_path / "out"))
     assert "data" in error_line(capsys, "run", config, "--stage", "plan")

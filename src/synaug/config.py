@@ -21,17 +21,30 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SynaugError(f"config file {path} does not exist; check the path.")
+    text = path.read_text()
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SynaugError(f"config file {path} is not valid YAML{where}; fix its syntax.") from None
+        raise SynaugError(f"config file {path} is not valid YAML{_yaml_problem(exc, text)}; fix its syntax.") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise SynaugError(f"config file {path} must hold a mapping of keys to values at its top level.")
     return data
+
+
+def _yaml_problem(error: yaml.YAMLError, text: str) -> str:
+    """Where and what a YAML error is: " at line 3 (found unexpected end of stream while scanning a quoted scalar from line 2)"."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return ""
+    last_line = max(len(text.splitlines()), 1)  # marks count lines from 0; the end of the stream lies past the last line
+    where = f" at line {min(mark.line + 1, last_line)}"
+    problem, context, start = getattr(error, "problem", None), getattr(error, "context", None), getattr(error, "context_mark", None)
+    if not problem:
+        return where
+    opened = f" {context} from line {start.line + 1}" if context and start is not None else ""
+    return f"{where} ({problem}{opened})"
 
 
 def from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "config") -> T:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from synaug.config import coerce_value, from_dict, load_yaml
+from synaug.errors import SynaugError
 
 T = TypeVar("T")
 
@@ -20,10 +21,16 @@ def given_options(config: Path | None, **command_line: Any) -> dict[str, Any]:
 
 
 def build_options(cls: type[T], values: dict[str, Any], config: Path | str | None) -> T:
-    """The options dataclass ``cls`` from ``values`` (nearest-key errors), each value type-checked."""
+    """The options dataclass ``cls`` from ``values`` (nearest-key errors), each value type-checked.
+
+    Errors read as `synaug run`'s do: "c.yaml: unknown key 'stratgy'; did you mean 'strategy'?".
+    """
     where = str(config) if config is not None else "options"
-    options = from_dict(cls, values, where=where)
+    try:
+        options = from_dict(cls, values, where="options")
+    except SynaugError as exc:
+        raise SynaugError(f"{where}: {str(exc).replace('options.', '', 1)}") from None
     hints = typing.get_type_hints(cls)
     for option in dataclasses.fields(cls):
-        setattr(options, option.name, coerce_value(getattr(options, option.name), hints[option.name], f"{where}.{option.name}"))
+        setattr(options, option.name, coerce_value(getattr(options, option.name), hints[option.name], f"{where}: {option.name}"))
     return options

@@ -355,6 +355,8 @@ class Pipeline:
         other = {**source, "split": split}
         if groups_csv is not None:
             other["groups_csv"] = _absolute(groups_csv)
+        if source["kind"] in FOLDER_KINDS and not Path(source["root"]).is_dir():
+            raise SynaugError(f"{self.config_name}: data.root {source['root']} does not exist; fix the path (a relative one starts in the working directory).")
         if source["kind"] in FOLDER_KINDS and not (Path(source["root"]) / split).is_dir():
             raise SynaugError(
                 f"{self.config_name}: data.root {source['root']} has no '{split}' folder for the data.{key} images; "
