@@ -156,6 +156,8 @@ def test_generate_shards_from_yaml(plan_file, tmp_path, capsys):
         (["--generator", "python:fake_generator"], "python:MODULE:FUNCTION"),
         (["--generator", "python:no_such_module_here:make"], "cannot import module 'no_such_module_here'"),
         (["--generator", "python:fake_generator:missing"], "no function 'missing'"),
+        (["--generator", "embeded"], "generator 'embeded' is neither a folder here nor a shipped generator; did you mean 'embedded'?"),
+        (["--generator", "Embedded:colored-fashion-mnist"], "did you mean 'embedded:colored-fashion-mnist'?"),
     ],
 )
 def test_generate_bad_generator_spec_is_one_line(plan_file, tmp_path, capsys, argv, needle):

@@ -8,6 +8,7 @@ also a mapping); options on the command line win over the file.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -385,7 +386,7 @@ def load_generator(spec: str, **sampler: Any):
     options = {k: v for k, v in sampler.items() if v is not None}
     if spec.startswith(PYTHON_GENERATOR):
         return _python_generator(spec[len(PYTHON_GENERATOR):], options)
-    from synaug.generate.backends.embedded import SHIPPED_PREFIX, SPEC_FILE, EmbeddedBackend
+    from synaug.generate.backends.embedded import SHIPPED_PREFIX, SPEC_FILE, EmbeddedBackend, shipped_names
 
     embedded = {"dtype": EMBEDDED_DTYPE, **options}
     if spec == "embedded":
@@ -394,6 +395,9 @@ def load_generator(spec: str, **sampler: Any):
         return EmbeddedBackend.shipped(spec[len(SHIPPED_PREFIX):], **embedded)
     if (Path(spec) / SPEC_FILE).is_file():
         return EmbeddedBackend.from_pretrained(spec, **embedded)
+    near = difflib.get_close_matches(spec, ["embedded"] + [SHIPPED_PREFIX + name for name in shipped_names()], n=1)
+    if near and not Path(spec).expanduser().exists():
+        raise SynaugError(f"generator '{spec}' is neither a folder here nor a shipped generator; did you mean '{near[0]}'?")
     from synaug.generate.backends.stable_diffusion import StableDiffusionBackend
 
     return StableDiffusionBackend.from_pretrained(spec, **options)

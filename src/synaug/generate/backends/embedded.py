@@ -203,9 +203,8 @@ class EmbeddedBackend(LoopGenerator):
         """The generator shipped as ``weights/NAME`` (spec ``embedded:NAME``, e.g. embedded:colored-fashion-mnist)."""
         folder = SHIPPED_ROOT / name
         if not name or "/" in name or not (folder / SPEC_FILE).is_file():
-            available = sorted(p.name for p in SHIPPED_ROOT.iterdir() if (p / SPEC_FILE).is_file()) if SHIPPED_ROOT.is_dir() else []
             raise SynaugError(
-                f"no shipped generator '{name}' in this copy of synaug (shipped: {', '.join(available) or 'none'}); "
+                f"no shipped generator '{name}' in this copy of synaug (shipped: {', '.join(shipped_names()) or 'none'}); "
                 "use one of those names after 'embedded:' or pass a generator folder instead."
             )
         return cls.from_pretrained(folder, **kwargs)
@@ -218,6 +217,11 @@ class EmbeddedBackend(LoopGenerator):
         null = torch.zeros(EMBEDDING_DIM)
         embeddings = torch.stack([self._embeddings[p] if p else null for p in prompts])
         return {"encoder_hidden_states": embeddings[:, None, :], "class_labels": embeddings}
+
+
+def shipped_names() -> list[str]:
+    """The NAMEs of the generators shipped in this copy of synaug (``embedded:NAME``)."""
+    return sorted(p.name for p in SHIPPED_ROOT.iterdir() if (p / SPEC_FILE).is_file()) if SHIPPED_ROOT.is_dir() else []
 
 
 def shipped_folder(spec: str) -> Path | None:
