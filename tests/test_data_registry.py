@@ -42,6 +42,10 @@ def test_a_flat_image_folder_is_the_training_split_only(tmp_path):
     for kind in ("imagefolder", "utkface", "nico"):
         with pytest.raises(SynaugError, match=r"has no 'test' folder to read the test split from.*ROOT/train/<class>/ and ROOT/test/<class>/"):
             load_dataset(kind, tmp_path / "flat", split="test")
+    write_image(tmp_path / "tree" / "train" / "a" / "0.png")
+    write_image(tmp_path / "tree" / "test" / "a" / "0.png")
+    with pytest.raises(SynaugError, match=r"tree has no 'val' split \(its splits: test, train\); use one of them or add .*tree/val/<class>/"):
+        load_dataset("imagefolder", tmp_path / "tree", split="val")
 
 
 @pytest.mark.parametrize(

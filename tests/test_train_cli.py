@@ -54,15 +54,15 @@ def test_train_with_crt_writes_checkpoints_results_and_plots(fashion, tmp_path, 
     status, stdout, err = run(capsys, "evaluate", str(out / "checkpoint"), str(out / "checkpoint-crt"), "--out", str(tmp_path / "ev"))
     assert status == 0, err
     evaluated = json.loads((tmp_path / "ev" / "results.json").read_text())
-    assert evaluated["checkpoint"]["top1"] == pytest.approx(results["as trained"]["top1"])
-    assert evaluated["checkpoint-crt"]["top1"] == pytest.approx(results["after cRT"]["top1"])
+    assert evaluated[str(out)]["top1"] == pytest.approx(results["as trained"]["top1"])
+    assert evaluated[f"{out} after cRT"]["top1"] == pytest.approx(results["after cRT"]["top1"])
 
     oracle = tmp_path / "oracle"
     assert run(capsys, "train", "--per-class", "3", "--epochs", "1", "--out", str(oracle), "--no-progress")[0] == 0
     argv = ["evaluate", str(oracle / "checkpoint"), "--out", str(tmp_path / "ev2"), "--many-threshold", "5", "--few-threshold", "3"]
     status, _, err = run(capsys, *argv, "--groups-from", str(out / "checkpoint"))
     assert status == 0, err
-    groups = json.loads((tmp_path / "ev2" / "results.json").read_text())["checkpoint"]["shot_groups"]
+    groups = json.loads((tmp_path / "ev2" / "results.json").read_text())[str(oracle)]["shot_groups"]
     assert [len(groups[g]) for g in ("many", "medium", "few")] == [3, 4, 3]  # by the long tail's counts 10, 8, 6 | 5, 4, 4, 3 | 2, 2, 2
 
 
@@ -123,8 +123,20 @@ def test_bad_configs_are_one_line_errors(fashion, tmp_path, capsys, config, argv
 
 
 def test_evaluate_a_missing_checkpoint(tmp_path, capsys):
-    status, _, err = run(capsys, "evaluate", str(tmp_path / "none"), "--out", str(tmp_path / "ev"))
-    assert status == 2 and "does not exist" in err and err.count("\n") == 1
+    for out in (["--out", str(tmp_path / "ev")], []):  # the missing checkpoint is named first, --out or not
+        status, _, err = run(capsys, "evaluate", str(tmp_path / "none"), *out)
+        assert status == 2 and f"checkpoint folder {tmp_path / 'none'} does not exist" in err and err.count("\n") == 1
+
+
+def test_evaluate_train_output_folders_labelled_by_run(fashion, tmp_path, capsys):
+    for run_name in ("a", "c2"):
+        argv = ["train", "--per-class", "3", "--epochs", "1", "--seed", str(len(run_name)), "--out", str(tmp_path / run_name)]
+        assert run(capsys, *argv, "--no-progress")[0] == 0
+    status, stdout, err = run(capsys, "evaluate", str(tmp_path / "a"), str(tmp_path / "c2" / "checkpoint"), "--out", str(tmp_path / "ev"))
+    assert status == 0, err
+    assert set(json.loads((tmp_path / "ev" / "results.json").read_text())) == {str(tmp_path / "a"), str(tmp_path / "c2")}
+    status, _, err = run(capsys, "evaluate", str(tmp_path / "a"), "--split", "val", "--out", str(tmp_path / "ev"))
+    assert status == 2 and "Fashion-MNIST has no split 'val'" in err
 
 
 def _image_folder(root, per_class: int = 4, odd_size: bool = False):
@@ -155,6 +167,8 @@ def test_a_missing_test_split_is_an_error_not_the_training_images(tmp_path, caps
     assert run(capsys, *argv)[0] == 0
     status, _, err = run(capsys, *argv, "--root", str(tmp_path / "tree" / "train"))
     assert status == 2 and "has no 'test' folder" in err and err.count("\n") == 1
+    status, _, err = run(capsys, *argv, "--split", "val")
+    assert status == 2 and "has no 'val' split (its splits: test, train)" in err and err.count("\n") == 1
 
 
 def test_split_list_training_needs_a_test_list(tmp_path, capsys):
@@ -165,6 +179,9 @@ def test_split_list_training_needs_a_test_list(tmp_path, capsys):
     assert status == 2 and "pass --test-list-file FILE" in err and err.count("\n") == 1
     status, _, err = run(capsys, *argv, "--test-list-file", str(tmp_path / "train.txt"), "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress")
     assert status == 0, err
+    status, _, err = run(capsys, "evaluate", str(tmp_path / "r"), "--out", str(tmp_path / "ev"))
+    assert status == 2 and "pass --list-file of the images to evaluate on" in err
+    assert run(capsys, "evaluate", str(tmp_path / "r"), "--list-file", str(tmp_path / "train.txt"), "--out", str(tmp_path / "ev"))[0] == 0
 
 
 def test_images_of_different_sizes_ask_for_size(tmp_path, capsys):

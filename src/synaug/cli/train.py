@@ -39,6 +39,7 @@ from synaug.errors import SynaugError
 from synaug.evaluate import evaluate, plot_confusion_matrix, plot_per_class_accuracy, write_results
 from synaug.generate.store import SyntheticStore
 from synaug.train import RECIPES, TrainConfig, infer, load_checkpoint, retrain_classifier, save_checkpoint, train_classifier
+from synaug.train.checkpoint import checkpoint_folder, run_folder
 from synaug.train.crt import SOURCES
 from synaug.train.distributed import is_main_process
 
@@ -169,12 +170,14 @@ def train(
 
 
 def evaluate_checkpoints(
-    checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoint folder(s) written by `synaug train`; several are compared.")],
+    checkpoints: Annotated[
+        list[Path], typer.Argument(help="`synaug train --out` folder(s), or their checkpoint folders; several are compared.")
+    ],
     dataset: DatasetOpt = None,
     root: RootOpt = None,
     split: Annotated[str, typer.Option("--split", help="Split to evaluate on.")] = "test",
     list_file: Annotated[Optional[str], typer.Option("--list-file", help="split-list file of the images to evaluate.")] = None,
-    out: Annotated[Optional[str], typer.Option("--out", help="Folder for results.json, results.md and the plots.")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Folder for results.json, results.md and the plots (required).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 500,
     many_threshold: Annotated[int, typer.Option("--many-threshold", help="Many-shot: more training images than this.")] = 100,
     few_threshold: Annotated[int, typer.Option("--few-threshold", help="Few-shot: fewer training images than this.")] = 20,
@@ -187,20 +190,23 @@ def evaluate_checkpoints(
     ] = None,
 ) -> None:
     """Evaluate checkpoint(s) on a dataset split (by default the test split of their training data)."""
+    folders = [checkpoint_folder(checkpoint) for checkpoint in checkpoints]
     if out is None:
         raise SynaugError("`synaug evaluate` needs --out FOLDER for results.json, results.md and the plots.")
     group_counts = None if groups_from is None else load_checkpoint(groups_from)[2]["train_counts"]
     runs: dict[str, dict[str, Any]] = {}
-    for checkpoint in checkpoints:
+    for checkpoint in folders:
         model, normalizer, meta = load_checkpoint(checkpoint)
         source = dict(meta.get("data") or {})
         if dataset is None and not source:
             raise SynaugError(f"checkpoint {checkpoint} does not record its dataset; pass --dataset (and --root).")
         source.update({k: v for k, v in {"kind": dataset, "root": root, "list_file": list_file}.items() if v is not None})
+        if source["kind"] == "split-list" and list_file is None:
+            raise SynaugError(f"checkpoint {checkpoint} was trained on a split list; pass --list-file of the images to evaluate on.")
         data = load_dataset(**{**source, "split": split})
         _check_compatible(data, meta, checkpoint)
         logits = infer(model, data, normalizer, batch_size=batch_size)
-        name = _unique(Path(checkpoint).name, runs)
+        name = _unique(_label(checkpoint), runs)
         counts = meta["train_counts"] if group_counts is None else group_counts
         runs[name] = evaluate(logits, data.labels, counts, meta["class_names"], many_threshold, few_threshold)
     _write_report(runs, Path(out), f"evaluation on the {split} split")
@@ -272,6 +278,12 @@ def _check_compatible(data: LabeledImages, meta: dict[str, Any], checkpoint: Pat
             f"the dataset has {data.channels}-channel images but checkpoint {checkpoint} expects {meta['in_channels']}; "
             "pass --dataset/--root of its data."
         )
+
+
+def _label(checkpoint: Path) -> str:
+    """A checkpoint's name in the report: its run folder, "<run folder> after cRT", or the folder itself."""
+    run = str(run_folder(checkpoint))
+    return {"checkpoint": run, "checkpoint-crt": f"{run} after cRT"}.get(checkpoint.name, str(checkpoint))
 
 
 def _unique(name: str, taken: dict[str, Any]) -> str:

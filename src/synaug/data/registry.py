@@ -118,6 +118,9 @@ def split_folder(root: str | Path, split: str) -> Path:
         return root / split
     if split == "train" or root.name == split or not root.is_dir():  # a missing root is the loader's error
         return root
+    if (root / "train").is_dir():
+        splits = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise SynaugError(f"{root} has no '{split}' split (its splits: {', '.join(splits)}); use one of them or add {root / split}/<class>/.")
     raise SynaugError(
         f"image folder {root} has no '{split}' folder to read the {split} split from, and its class folders are the training "
         f"images; lay the data out as ROOT/train/<class>/ and ROOT/{split}/<class>/ and pass --root ROOT."

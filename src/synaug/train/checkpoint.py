@@ -55,19 +55,39 @@ def save_checkpoint(result: TrainResult, folder: str | Path, extra: dict[str, An
     return folder
 
 
+def run_folder(checkpoint: Path) -> Path:
+    """The `synaug train --out` folder ``checkpoint`` sits in (as checkpoint/ or checkpoint-crt/), else ``checkpoint``."""
+    return checkpoint.parent if checkpoint.name in ("checkpoint", "checkpoint-crt") else checkpoint
+
+
+def checkpoint_folder(path: str | Path) -> Path:
+    """The checkpoint folder ``path`` names: ``path`` itself, or the ``checkpoint/`` of a `synaug train --out` folder.
+
+    Both of its files must exist; a missing one is a one-line error naming the train command.
+    """
+    path = Path(path)
+    if not (path / CONFIG_FILE).exists() and (path / "checkpoint").is_dir():
+        path = path / "checkpoint"
+    run = run_folder(path)
+    if not path.is_dir():
+        raise SynaugError(f"checkpoint folder {path} does not exist; train one with `synaug train --out {run}`.")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise SynaugError(f"checkpoint {path} lacks {name}; re-run `synaug train --out {run}`.")
+    return path
+
+
 def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Normalizer, dict[str, Any]]:
-    """The model (eval mode, on ``device``), its :class:`Normalizer` and the config.json contents."""
-    folder = Path(folder)
-    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-    if not folder.is_dir():
-        raise SynaugError(f"checkpoint folder {folder} does not exist; train one with `synaug train --out {folder}`.")
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise SynaugError(f"checkpoint {folder} lacks {path.name}; re-run `synaug train --out {folder}`.")
+    """The model (eval mode, on ``device``), its :class:`Normalizer` and the config.json contents.
+
+    ``folder`` is a checkpoint folder or a `synaug train --out` folder (see :func:`checkpoint_folder`).
+    """
+    folder = checkpoint_folder(folder)
+    config_path, weights_path, run = folder / CONFIG_FILE, folder / WEIGHTS_FILE, run_folder(folder)
     try:
         meta = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SynaugError(f"{config_path} is not valid JSON ({exc}); re-run `synaug train --out {folder}`.") from None
+        raise SynaugError(f"{config_path} is not valid JSON ({exc}); re-run `synaug train --out {run}`.") from None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise SynaugError(
             f"{folder} is not a synaug classifier checkpoint ({CHECKPOINT_FORMAT}); point to the folder `synaug train --out` wrote."
@@ -78,12 +98,12 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
         state = safetensors.torch.load_file(weights_path)
         model.load_state_dict(state)
     except (KeyError, TypeError, ValueError) as exc:
-        raise SynaugError(f"{config_path} is incomplete ({exc}); re-run `synaug train --out {folder}`.") from None
+        raise SynaugError(f"{config_path} is incomplete ({exc}); re-run `synaug train --out {run}`.") from None
     except (SafetensorError, OSError) as exc:
-        raise SynaugError(f"{weights_path} is corrupt or truncated ({exc}); re-run `synaug train --out {folder}`.") from None
+        raise SynaugError(f"{weights_path} is corrupt or truncated ({exc}); re-run `synaug train --out {run}`.") from None
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise SynaugError(
-            f"{weights_path} does not match the model in config.json ({first}); re-run `synaug train --out {folder}`."
+            f"{weights_path} does not match the model in config.json ({first}); re-run `synaug train --out {run}`."
         ) from None
     return model.to(device).eval(), normalizer, meta
