@@ -160,7 +160,7 @@ def plan(
         synthesis.save(path)
         console.print(f"wrote the plan ({synthesis.total} synthetic images, digest {synthesis.digest()}) to {path}", markup=False, soft_wrap=True)
     elif options.plan is None:
-        console.print("the plan was not written (--estimate only prints it); add --out FILE to keep it", markup=False, soft_wrap=True)
+        console.print("the plan was not written (--estimate only prints it); add --out FILE to keep it, or estimate a saved plan with --plan FILE", markup=False, soft_wrap=True)
     if options.estimate:
         _print_estimate(synthesis, options, measured, console)
     elif options.rate is not None:
