@@ -95,6 +95,7 @@ def test_cifar100_longtail_from_the_cli(tmp_path, capsys):
         (["data", "longtail", "--imbalance-factor", "0.5", "--out", "{tmp}/x.json"], "imbalance factor 0.5 is below 1"),
         (["data", "longtail", "--imbalance-factor", "2", "--max-per-class", "80", "--out", "{tmp}/x.json"], "images but 80 are wanted"),
         (["data", "longtail", "--profile", "linear", "--out", "{tmp}/x.json"], "unknown long-tail profile"),
+        (["data", "longtail", "--imbalance-factor", "100", "--max-per-class", "50", "--out", "{tmp}/x.json"], "leaves class 'Bag' with no images"),
         (["data", "describe", "--index", "{tmp}/absent.json"], "index file"),
         (["data", "describe", "--dataset", "mnist"], "unknown dataset 'mnist'"),
         (["data", "describe", "--dataset", "split-list", "--root", "{tmp}"], "needs a list file"),

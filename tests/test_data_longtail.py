@@ -73,6 +73,10 @@ def test_draw_errors():
         make_longtail(labels, 2, 20)
     with pytest.raises(SynaugError, match="class 3 has no images"):
         make_longtail(labels, 2, 5, num_classes=4)
+    with pytest.raises(SynaugError, match="class 'owl' has no images"):
+        make_longtail(labels, 2, 5, num_classes=4, class_names=["cat", "dog", "eel", "owl"])
+    with pytest.raises(SynaugError, match="leaves class 'dog' with no images"):
+        make_longtail(labels, 100, 5, class_names=["cat", "dog", "eel"])
     with pytest.raises(SynaugError, match="below 1"):
         make_longtail(labels, 0.9, 5)
     with pytest.raises(SynaugError, match="empty dataset"):

@@ -184,7 +184,8 @@ def longtail(
     if max_per_class is None:
         max_per_class = int(np.bincount(data.labels[pool_indices(len(data), reserve)], minlength=data.num_classes).min())
     indices = longtail_indices(
-        data.labels, options.imbalance_factor, max_per_class, options.profile, options.seed, reserve, data.num_classes, options.step_fraction
+        data.labels, options.imbalance_factor, max_per_class, options.profile, options.seed, reserve, data.num_classes, options.step_fraction,
+        class_names=data.class_names,
     )
     settings = {
         "imbalance_factor": options.imbalance_factor,

@@ -263,11 +263,13 @@ def _subset_indices(full: LabeledImages, options: TrainOptions) -> np.ndarray:
         reserve = GENERATOR_RESERVE if (options.dataset, options.split) == ("fashion-mnist", "train") else 0.0
     pool = pool_indices(len(full), reserve)
     if options.per_class is not None:
-        return pool[balanced_subset(full.labels[pool], options.per_class, options.data_seed, full.num_classes)]
+        return pool[balanced_subset(full.labels[pool], options.per_class, options.data_seed, full.num_classes, class_names=full.class_names)]
     largest = options.max_per_class
     if largest is None:
         largest = int(np.bincount(full.labels[pool], minlength=full.num_classes).min())
-    return longtail_indices(full.labels, options.longtail, largest, seed=options.data_seed, reserve=reserve, num_classes=full.num_classes)
+    return longtail_indices(
+        full.labels, options.longtail, largest, seed=options.data_seed, reserve=reserve, num_classes=full.num_classes, class_names=full.class_names
+    )
 
 
 def _check_compatible(data: LabeledImages, meta: dict[str, Any], checkpoint: Path) -> None:

@@ -9,6 +9,7 @@ official 10,000 images.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -30,14 +31,19 @@ def longtail_indices(
     reserve: float = 0.0,
     num_classes: int | None = None,
     step_fraction: float = 0.5,
+    *,
+    class_names: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Indices into ``labels`` of a long-tailed subset drawn from the part not reserved.
 
     ``reserve`` is the fraction set aside with ``disjoint_split(len(labels), reserve,
-    seed=SPLIT_SEED)``; the LDAM-style draw then runs on the remaining pool.
+    seed=SPLIT_SEED)``; the LDAM-style draw then runs on the remaining pool. ``class_names``
+    name the classes in errors.
     """
     pool = pool_indices(len(labels), reserve)
-    chosen = make_longtail(np.asarray(labels)[pool], imbalance_factor, max_per_class, profile, seed, num_classes, step_fraction)
+    chosen = make_longtail(
+        np.asarray(labels)[pool], imbalance_factor, max_per_class, profile, seed, num_classes, step_fraction, class_names=class_names
+    )
     return pool[chosen]
 
 
@@ -52,7 +58,8 @@ def longtail_from(
 ) -> LabeledImages:
     """A long-tailed subset of ``dataset`` (see :func:`longtail_indices`)."""
     indices = longtail_indices(
-        dataset.labels, imbalance_factor, max_per_class, profile, seed, reserve, dataset.num_classes, step_fraction
+        dataset.labels, imbalance_factor, max_per_class, profile, seed, reserve, dataset.num_classes, step_fraction,
+        class_names=dataset.class_names,
     )
     return dataset.subset(indices)
 
@@ -79,7 +86,7 @@ def fashion_mnist_balanced(per_class: int = 500, root: str | Path | None = None,
     """
     train = load_fashion_mnist("train", root)
     pool = pool_indices(len(train), GENERATOR_RESERVE)
-    return train.subset(pool[balanced_subset(train.labels[pool], per_class, seed, train.num_classes)])
+    return train.subset(pool[balanced_subset(train.labels[pool], per_class, seed, train.num_classes, class_names=train.class_names)])
 
 
 def fashion_mnist_reserved(root: str | Path | None = None) -> LabeledImages:

@@ -11,6 +11,7 @@ same images.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 
@@ -25,8 +26,10 @@ def longtail_counts(
     imbalance_factor: float,
     profile: str = "exp",
     step_fraction: float = 0.5,
+    *,
+    class_names: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Images to keep per class, class 0 the largest.
+    """Images to keep per class, class 0 the largest (``class_names`` name the classes in errors).
 
     ``exp``: ``n_i = int(n_max * (1 / IF) ** (i / (C - 1)))``, written as LDAM-DRW computes
     it (its ``imb_factor`` is ``1 / IF``) so rounding matches to the image.
@@ -52,7 +55,7 @@ def longtail_counts(
     if counts.min() < 1:
         raise SynaugError(
             f"imbalance factor {imbalance_factor} with at most {max_per_class} per class leaves class "
-            f"{int(np.argmin(counts))} with no images; lower the imbalance factor or raise the maximum class size."
+            f"{_class(int(np.argmin(counts)), class_names)} with no images; lower the imbalance factor or raise the maximum class size."
         )
     return counts
 
@@ -65,18 +68,23 @@ def make_longtail(
     seed: int = 0,
     num_classes: int | None = None,
     step_fraction: float = 0.5,
+    *,
+    class_names: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Indices into ``labels`` of a long-tailed subset (LDAM-DRW's draw, see the module doc).
 
     Indices come class by class, each class in its shuffled order, as LDAM-DRW stores them.
+    ``class_names`` name the classes in errors.
     """
     labels = np.asarray(labels, dtype=np.int64)
     num_classes = _num_classes(labels, num_classes)
-    counts = longtail_counts(num_classes, max_per_class, imbalance_factor, profile, step_fraction)
-    return _draw(labels, counts, seed)
+    counts = longtail_counts(num_classes, max_per_class, imbalance_factor, profile, step_fraction, class_names=class_names)
+    return _draw(labels, counts, seed, class_names)
 
 
-def balanced_subset(labels: np.ndarray, per_class: int, seed: int = 0, num_classes: int | None = None) -> np.ndarray:
+def balanced_subset(
+    labels: np.ndarray, per_class: int, seed: int = 0, num_classes: int | None = None, *, class_names: Sequence[str] | None = None
+) -> np.ndarray:
     """Indices of ``per_class`` images of every class, drawn like :func:`make_longtail`.
 
     With the same seed and labels, the first ``n_i`` images of each class here are exactly
@@ -85,7 +93,7 @@ def balanced_subset(labels: np.ndarray, per_class: int, seed: int = 0, num_class
     labels = np.asarray(labels, dtype=np.int64)
     if per_class < 1:
         raise SynaugError(f"images per class must be at least 1 (got {per_class}).")
-    return _draw(labels, np.full(_num_classes(labels, num_classes), per_class, dtype=np.int64), seed)
+    return _draw(labels, np.full(_num_classes(labels, num_classes), per_class, dtype=np.int64), seed, class_names)
 
 
 def shot_groups(train_counts: np.ndarray, many_threshold: int = 100, few_threshold: int = 20) -> dict[str, np.ndarray]:
@@ -102,21 +110,27 @@ def shot_groups(train_counts: np.ndarray, many_threshold: int = 100, few_thresho
     }
 
 
-def _draw(labels: np.ndarray, counts: np.ndarray, seed: int) -> np.ndarray:
+def _draw(labels: np.ndarray, counts: np.ndarray, seed: int, class_names: Sequence[str] | None = None) -> np.ndarray:
     """Seed once, then per class in order: shuffle its indices and keep the first ``counts[c]``."""
     rng = np.random.RandomState(seed)
     chosen = []
     for cls, wanted in enumerate(counts):
         idx = np.flatnonzero(labels == cls)
         if len(idx) == 0:
-            raise SynaugError(f"class {cls} has no images to draw from; check the labels or the number of classes.")
+            raise SynaugError(f"class {_class(cls, class_names)} has no images to draw from; check the labels or the number of classes.")
         if wanted > len(idx):
             raise SynaugError(
-                f"class {cls} has only {len(idx)} images but {int(wanted)} are wanted; lower the maximum class size (or the images per class)."
+                f"class {_class(cls, class_names)} has only {len(idx)} images but {int(wanted)} are wanted; "
+                "lower the maximum class size (or the images per class)."
             )
         rng.shuffle(idx)
         chosen.append(idx[:wanted])
     return np.concatenate(chosen)
+
+
+def _class(index: int, class_names: Sequence[str] | None) -> str:
+    """Class ``index`` for a message: its name when known, else its number."""
+    return f"'{class_names[index]}'" if class_names is not None else str(index)
 
 
 def _num_classes(labels: np.ndarray, num_classes: int | None) -> int:
