@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +16,7 @@ from synaug.data import LabeledImages
 from synaug.errors import SynaugError
 from synaug.train import TrainConfig, extract_features, infer, recipe, train_classifier
 from synaug.train.models import Normalizer, build_model
-from synaug.train.trainer import lr_factor
+from synaug.train.trainer import BatchSource, lr_factor
 
 # On the CPU, where identical weights from identical seeds are promised.
 FAST = dict(epochs=4, batch_size=32, lr=0.1, crop_padding=1, flip=True, amp="off", device="cpu")
@@ -115,6 +118,24 @@ def test_file_backed_data_streams_through_a_dataloader(tmp_path):
         infer(result.model, on_disk, result.normalizer), infer(result.model, data, result.normalizer)
     )
     assert result.normalizer.std == pytest.approx(in_memory.normalizer.std)
+
+
+def test_releasing_a_file_backed_batch_source_stops_its_workers_at_once(tmp_path):
+    data = pattern_images(8)
+    files = []
+    for i, image in enumerate(data.images):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(image[0].numpy()).save(files[-1])
+    on_disk = LabeledImages(labels=data.labels, class_names=data.class_names, files=files, channels=1)
+    gc.disable()  # without a reference cycle no collection is needed to stop the workers
+    try:
+        source = BatchSource(on_disk, 4, torch.device("cpu"), shuffle=True, num_workers=2)
+        assert sum(1 for _ in source) == len(source) > 1
+        assert len(multiprocessing.active_children()) == 2
+        del source
+        assert multiprocessing.active_children() == []
+    finally:
+        gc.enable()
 
 
 def test_images_of_different_sizes_are_a_one_line_error_naming_size(tmp_path):

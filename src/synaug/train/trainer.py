@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -323,7 +324,10 @@ class _IndexBatches(torch.utils.data.Sampler):
     """The index batches of a :class:`BatchSource`, as the ``batch_sampler`` of its DataLoader."""
 
     def __init__(self, source: BatchSource):
-        self.source = source
+        # A weak reference: with a strong one, source -> loader -> sampler -> source is a cycle, and
+        # the loader's workers would outlive the source until a garbage collection, which then
+        # waits seconds for each of them.
+        self.source = weakref.proxy(source)
 
     def __len__(self) -> int:
         return len(self.source)
