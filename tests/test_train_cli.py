@@ -107,7 +107,7 @@ def test_train_on_real_plus_synthetic_with_domain_mixup(fashion, tmp_path, capsy
 @pytest.mark.parametrize(
     ("config", "argv", "message"),
     [
-        ({"mixup": 1.0}, [], "unknown key '{config}.mixup'; did you mean 'mixup_alpha'?"),
+        ({"mixup": 1.0}, [], "{config}: unknown key 'mixup'; did you mean 'mixup_alpha'?"),
         ({"epochs": 1}, [], "`synaug train` needs --out FOLDER"),
         ({"mixup_alpha": -1}, ["--out", "x"], "mixup_alpha must be a number >= 0"),
         ({"longtail": 10, "per_class": 5}, ["--out", "x"], "give at most one of index, longtail and per_class"),

@@ -30,7 +30,8 @@ from rich.console import Console
 from rich.table import Table
 
 from synaug.cli.data import DatasetOptions
-from synaug.config import from_dict, load_yaml, to_dict
+from synaug.cli.options import build_options
+from synaug.config import load_yaml, to_dict
 from synaug.data.benchmarks import GENERATOR_RESERVE, longtail_indices, pool_indices
 from synaug.data.dataset import LabeledImages
 from synaug.data.longtail import balanced_subset
@@ -135,7 +136,7 @@ def train(
     train_data, test_data, source = _training_data(options)
     console.print(
         f"training {options.model} on {len(train_data)} images ({int(train_data.is_synthetic.sum())} synthetic), "
-        f"{options.epochs} epochs", markup=False,
+        f"{options.epochs} epoch{'s' if options.epochs != 1 else ''}", markup=False,
     )
     result = train_classifier(train_data, options.train_config(), progress=progress)
     writer = is_main_process()  # under torchrun every rank trains (and runs cRT), rank 0 writes
@@ -221,7 +222,7 @@ def _train_options(config: Path | None, **command_line: Any) -> TrainOptions:
     if name is not None and name not in RECIPES:
         raise SynaugError(f"unknown recipe '{name}'; choose one of {', '.join(RECIPES)}.")
     values = {**(to_dict(RECIPES[name]) if name else {}), **given}
-    options = from_dict(TrainOptions, values, where=str(config) if config is not None else "options")
+    options = build_options(TrainOptions, values, config)
     if options.out is None:
         raise SynaugError("`synaug train` needs --out FOLDER (or `out:` in the config) for the checkpoint and results.")
     if options.crt_source not in SOURCES:
