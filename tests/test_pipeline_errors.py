@@ -99,3 +99,9 @@ def test_an_external_store_of_another_plan_or_generator_is_refused(fashion, tmp_
     steps = write_config(tmp_path / "steps.yaml", tiny_config(tmp_path / "c", generator={"store": str(own), "steps": 3}, runs={"recipes": ["fill"]}))
     line = error_line(capsys, "run", steps, "--no-progress")
     assert f"store {own} (generator.store in {steps}) was made by generator fake (steps 1), not by fake (steps 3)" in line
+
+
+def test_a_long_tail_that_empties_a_class_names_it(fashion, tmp_path, capsys):
+    config = write_config(tmp_path / "lt.yaml", tiny_config(tmp_path / "out", data={"longtail": {"imbalance_factor": 100, "max_per_class": 10}}))
+    line = error_line(capsys, "run", config, "--no-progress")
+    assert "leaves class 'Sandal' with no images" in line, line

@@ -69,6 +69,7 @@ from synaug.data.spurious import binary_target
 from synaug.errors import SynaugError
 from synaug.evaluate import evaluate
 from synaug.evaluate.groups import cell_report
+from synaug.generate.backends.base import resolve_dtype
 from synaug.generate.store import INFO_FILE, SyntheticStore
 from synaug.guidance.criteria import NEEDS_CLASS_GAUSSIANS
 from synaug.pipeline.ablations import (
@@ -383,7 +384,8 @@ class Pipeline:
         if largest is None:
             largest = int(np.bincount(full.labels[pool_indices(len(full), reserve)], minlength=full.num_classes).min())
         indices = longtail_indices(
-            full.labels, longtail.imbalance_factor, largest, longtail.profile, longtail.seed, reserve, full.num_classes, longtail.step_fraction
+            full.labels, longtail.imbalance_factor, largest, longtail.profile, longtail.seed, reserve, full.num_classes, longtail.step_fraction,
+            class_names=full.class_names,
         )
         settings = {
             "imbalance_factor": longtail.imbalance_factor, "max_per_class": largest, "profile": longtail.profile,
@@ -616,14 +618,9 @@ class Pipeline:
         device = section.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = section.dtype
-        if dtype == "auto":
-            from synaug.train.trainer import autocast_dtype
-
-            chosen = autocast_dtype("auto", torch.device(device))
-            dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(chosen, "fp32")
         return {
-            "scheduler": section.scheduler, "steps": section.steps, "guidance_scale": section.guidance, "dtype": dtype,
+            "scheduler": section.scheduler, "steps": section.steps, "guidance_scale": section.guidance,
+            "dtype": resolve_dtype(section.dtype, torch.device(device)),
             "device": device, "batch_size": section.batch_size,
         }
 
