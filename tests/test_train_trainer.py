@@ -103,13 +103,18 @@ def test_yaml_style_numbers_are_accepted():
     assert config.lr == 0.001 and config.epochs == 3 and isinstance(config.epochs, int)
 
 
-def test_file_backed_data_streams_through_a_dataloader(tmp_path):
-    data = pattern_images(8)
+def _saved_as_pngs(data: LabeledImages, folder) -> LabeledImages:
+    """``data`` (grayscale, in memory) written to ``folder`` as PNGs and read back file-backed."""
     files = []
     for i, image in enumerate(data.images):
-        files.append(tmp_path / f"{i}.png")
+        files.append(folder / f"{i}.png")
         Image.fromarray(image[0].numpy()).save(files[-1])
-    on_disk = LabeledImages(labels=data.labels, class_names=data.class_names, files=files, channels=1)
+    return LabeledImages(labels=data.labels, class_names=data.class_names, files=files, channels=1)
+
+
+def test_file_backed_data_streams_through_a_dataloader(tmp_path):
+    data = pattern_images(8)
+    on_disk = _saved_as_pngs(data, tmp_path)
     config = TrainConfig(**{**FAST, "epochs": 2, "num_workers": 2})
     result = train_classifier(on_disk, config, progress=False)
     in_memory = train_classifier(data, config, progress=False)
@@ -121,12 +126,7 @@ def test_file_backed_data_streams_through_a_dataloader(tmp_path):
 
 
 def test_releasing_a_file_backed_batch_source_stops_its_workers_at_once(tmp_path):
-    data = pattern_images(8)
-    files = []
-    for i, image in enumerate(data.images):
-        files.append(tmp_path / f"{i}.png")
-        Image.fromarray(image[0].numpy()).save(files[-1])
-    on_disk = LabeledImages(labels=data.labels, class_names=data.class_names, files=files, channels=1)
+    on_disk = _saved_as_pngs(pattern_images(8), tmp_path)
     gc.disable()  # without a reference cycle no collection is needed to stop the workers
     try:
         source = BatchSource(on_disk, 4, torch.device("cpu"), shuffle=True, num_workers=2)
