@@ -135,6 +135,10 @@ def test_evaluate_train_output_folders_labelled_by_run(fashion, tmp_path, capsys
     status, stdout, err = run(capsys, "evaluate", str(tmp_path / "a"), str(tmp_path / "c2" / "checkpoint"), "--out", str(tmp_path / "ev"))
     assert status == 0, err
     assert set(json.loads((tmp_path / "ev" / "results.json").read_text())) == {str(tmp_path / "a"), str(tmp_path / "c2")}
+    assert "on 30 test images" in (tmp_path / "ev" / "results.md").read_text()  # the fixture's 3 test images per class
+    status, stdout, err = run(capsys, "evaluate", str(tmp_path / "a"), "--split", "train", "--out", str(tmp_path / "ev-train"))
+    assert status == 0, err
+    assert "train images" in stdout and "on 300 train images" in (tmp_path / "ev-train" / "results.md").read_text()
     status, _, err = run(capsys, "evaluate", str(tmp_path / "a"), "--split", "val", "--out", str(tmp_path / "ev"))
     assert status == 2 and "Fashion-MNIST has no split 'val'" in err
 

@@ -210,7 +210,7 @@ def evaluate_checkpoints(
         name = _unique(_label(checkpoint), runs)
         counts = meta["train_counts"] if group_counts is None else group_counts
         runs[name] = evaluate(logits, data.labels, counts, meta["class_names"], many_threshold, few_threshold)
-    _write_report(runs, Path(out), f"evaluation on the {split} split")
+    _write_report(runs, Path(out), f"evaluation on the {split} split", split)
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -296,14 +296,14 @@ def _unique(name: str, taken: dict[str, Any]) -> str:
     return candidate
 
 
-def _write_report(runs: dict[str, dict[str, Any]], folder: Path, title: str) -> None:
+def _write_report(runs: dict[str, dict[str, Any]], folder: Path, title: str, split: str = "test") -> None:
     """results.json/.md, a confusion matrix per run, the per-class comparison plot, and a table on screen."""
-    write_results(runs, folder, title=title[:1].upper() + title[1:])
+    write_results(runs, folder, title=title[:1].upper() + title[1:], split=split)
     for name, metrics in runs.items():
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         plot_confusion_matrix(metrics, folder / f"confusion_matrix-{slug}.png", title=f"Confusion matrix: {name}")
     plot_per_class_accuracy(runs, folder / "per_class_accuracy.png")
-    table = Table(title=f"{title} (accuracy %, {next(iter(runs.values()))['num_samples']} test images)")
+    table = Table(title=f"{title} (accuracy %, {next(iter(runs.values()))['num_samples']} {split} images)")
     for column in ("run", "top-1", "balanced", "many", "medium", "few"):
         table.add_column(column, justify="left" if column == "run" else "right")
     for name, metrics in runs.items():

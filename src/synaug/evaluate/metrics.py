@@ -122,11 +122,14 @@ def per_class_table(runs: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(metrics: dict[str, Any] | dict[str, dict[str, Any]], folder: str | Path, title: str = "Results") -> Path:
+def write_results(
+    metrics: dict[str, Any] | dict[str, dict[str, Any]], folder: str | Path, title: str = "Results", split: str = "test"
+) -> Path:
     """Write ``results.json`` and ``results.md`` (summary and per-class tables) into ``folder``.
 
     ``metrics`` is one :func:`evaluate` dict, or a mapping of run names to such dicts
-    (e.g. ``{"CE": ..., "CE + cRT": ...}``) that the tables then compare.
+    (e.g. ``{"CE": ..., "CE + cRT": ...}``) that the tables then compare; ``split`` names
+    the images they were measured on.
     """
     folder = Path(folder)
     runs = {"model": metrics} if "top1" in metrics else dict(metrics)
@@ -134,7 +137,7 @@ def write_results(metrics: dict[str, Any] | dict[str, dict[str, Any]], folder: s
         raise SynaugError("there are no results to write; evaluate a model first.")
     first = next(iter(runs.values()))
     markdown = (
-        f"# {title}\n\nAccuracy in % on {first['num_samples']} test images. Many / medium / few: mean per-class "
+        f"# {title}\n\nAccuracy in % on {first['num_samples']} {split} images. Many / medium / few: mean per-class "
         f"accuracy of the classes with > {first['thresholds']['many']} / {first['thresholds']['few']}-"
         f"{first['thresholds']['many']} / < {first['thresholds']['few']} training images.\n\n"
         + summary_table(runs)
