@@ -105,3 +105,23 @@ def test_a_long_tail_that_empties_a_class_names_it(fashion, tmp_path, capsys):
     config = write_config(tmp_path / "lt.yaml", tiny_config(tmp_path / "out", data={"longtail": {"imbalance_factor": 100, "max_per_class": 10}}))
     line = error_line(capsys, "run", config, "--no-progress")
     assert "leaves class 'Sandal' with no images" in line, line
+
+
+def test_an_embedded_generator_asked_for_classes_it_never_saw_warns(tmp_path, capsys):
+    from data_writers import write_image
+    from fixtures_generation import build_tiny_embedded
+
+    generator = build_tiny_embedded(tmp_path / "tiny", class_names=["T-shirt/top", "Bag"])
+    for name, count in (("bag", 4), ("zebra", 2)):
+        for split, n in (("train", count), ("test", 1)):
+            for i in range(n):
+                write_image(tmp_path / "data" / split / name / f"{i}.png", size=(12, 12))
+    values = tiny_config(
+        tmp_path / "out", data={"kind": "imagefolder", "root": str(tmp_path / "data"), "size": 12, "channels": 1},
+        generator={"spec": str(generator), "steps": 1}, runs={"recipes": ["synaug"], "seeds": [0]},
+    )
+    values["data"].pop("longtail")
+    status, _, err = run_cli(capsys, "run", write_config(tmp_path / "zebra.yaml", values), "--no-progress")
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert status == 0, err
+    assert len(warnings) == 1 and "the prompts of zebra name none" in warnings[0]

@@ -242,7 +242,7 @@ def generate(
         "scheduler": options.scheduler, "steps": options.steps, "guidance_scale": options.guidance, "dtype": options.dtype,
         "device": options.device, "batch_size": options.batch_size,
     }
-    _warn_unknown_classes(synthesis, options.generator)
+    warn_unknown_classes(synthesis, options.generator)
     hooks, references = _feedback_and_references(synthesis, options, given)
     if options.ray or options.ray_address is not None:
         if hooks or references is not None:
@@ -294,7 +294,7 @@ def _generate_on_ray(synthesis: SynthesisPlan, options: GenerateOptions, sampler
         Console(highlight=False, stderr=True).print(f"recovered from: {error}", markup=False, soft_wrap=True)
 
 
-def _warn_unknown_classes(synthesis: SynthesisPlan, generator: str) -> None:
+def warn_unknown_classes(synthesis: SynthesisPlan, generator: str) -> None:
     """One line on stderr when an embedded generator is to draw classes whose prompts name none of the classes it knows."""
     from synaug.generate.backends.embedded import embedded_spec
 
