@@ -92,7 +92,7 @@ def check(
     scheduler: Optional[str] = typer.Option(None, help="Sampler (defaults to the generator's recommendation)."),
     steps: Optional[int] = typer.Option(None, help="Sampling steps."),
     guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale."),
-    dtype: str = typer.Option("bf16", help="fp32 | bf16 | fp16 (GPU)."),
+    dtype: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (GPU); auto: bf16 where the device runs it natively, else fp32."),
     device: str = typer.Option("cpu", help="cpu | cuda."),
     seed: int = typer.Option(0, help="Seed of the generated images and the oracle."),
 ) -> None:
