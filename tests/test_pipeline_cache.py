@@ -109,3 +109,30 @@ def test_stage_cache_records_and_digests(tmp_path):
     (cache.folder("train", digest) / "stage.json").write_text("{not json")
     with pytest.raises(SynaugError, match="is corrupt; delete the folder"):
         cache.record("train", digest)
+
+
+def test_changed_data_files_start_the_run_again_from_the_data(tmp_path):
+    from data_writers import write_image
+
+    root = tmp_path / "data"
+    for name, count in (("a", 4), ("b", 2)):
+        for split, n in (("train", count), ("test", 1)):
+            for i in range(n):
+                write_image(root / split / name / f"{i}.png", size=(12, 12))
+    config = tiny_config(tmp_path / "out", data={"kind": "imagefolder", "root": str(root), "size": 12, "channels": 1}, runs={"recipes": ["ce"]})
+    config["data"].pop("longtail")
+    first = run(config).runs[0].sample_counts["real"]
+    write_image(root / "train" / "b" / "9.png", size=(12, 12))  # an image added to a class folder
+    assert (first, run(config).runs[0].sample_counts["real"]) == (6, 7)
+    assert len(stage_folders(tmp_path / "out")["data"]) == 2
+
+    groups = {split: tmp_path / f"{split}_groups.csv" for split in ("train", "test")}
+    for split, csv in groups.items():
+        rows = [f"{p.relative_to(root / split)},{'y' if p.parent.name == 'b' else 'x'}\n" for p in sorted((root / split).rglob("*.png"))]
+        csv.write_text("path,group\n" + "".join(rows))
+    config["data"].update(groups_csv=str(groups["train"]), test_groups_csv=str(groups["test"]))
+    config["runs"]["recipes"] = ["erm"]
+    run(config)
+    groups["train"].write_text(groups["train"].read_text().replace("a/0.png,x", "a/0.png,y"))  # an edited groups CSV
+    run(config)
+    assert len(stage_folders(tmp_path / "out")["data"]) == 4

@@ -64,7 +64,7 @@ from synaug.data.benchmarks import GENERATOR_RESERVE, longtail_indices, pool_ind
 from synaug.data.dataset import LabeledImages
 from synaug.data.fashion_mnist import find_fashion_mnist
 from synaug.data.longtail import balanced_subset
-from synaug.data.registry import load_dataset, load_index, save_index
+from synaug.data.registry import FOLDER_KINDS, load_dataset, load_index, save_index, split_folder
 from synaug.data.spurious import binary_target
 from synaug.errors import SynaugError
 from synaug.evaluate import evaluate
@@ -96,7 +96,6 @@ CHECKPOINT = "checkpoint"
 METRICS_FILE = "metrics.json"
 EXTRA_SEED_OFFSET = 1_000_003  # the extra plan's run seed: the fill plan's plus this, so its images differ
 GRID_PER_CLASS = 10
-FOLDER_KINDS = ("imagefolder", "nico", "utkface")
 GROUP_PLAN_KEYS = ("cells", "group_templates", "group_prompt_names")
 
 
@@ -288,6 +287,7 @@ class Pipeline:
         inputs: dict[str, Any] = {"source": source, "test": test_source}
         if val_source is not None:
             inputs["val"] = val_source
+        inputs["files"] = [_files_fingerprint(s) for s in (source, test_source, val_source) if s is not None]
         if section.binary:
             inputs["target"] = "binary"
         if index is not None:
@@ -1037,6 +1037,27 @@ def _group(stage: str) -> str:
 
 def _absolute(path: str | None) -> str | None:
     return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def _files_fingerprint(source: dict[str, Any]) -> str:
+    """A hash of the names, sizes and modification times of the files ``source`` is read from.
+
+    The data stage's cache key includes it, so an edited groups CSV or split list, or an image
+    added to, removed from or changed in a class folder, makes the run start again from the data.
+    Folder kinds are walked below their split's folder; other kinds stat the files in ``root``.
+    """
+    files = [Path(source[key]) for key in ("groups_csv", "list_file") if source.get(key)]
+    root = Path(source["root"]) if source.get("root") else None
+    if root is not None and source["kind"] in FOLDER_KINDS:
+        folder = split_folder(root, source["split"])
+        files += sorted(path for path in folder.rglob("*") if path.is_file())
+    elif root is not None and root.is_dir():
+        files += sorted(path for path in root.iterdir() if path.is_file())
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat() if path.exists() else None
+        digest.update(f"{path}\0{stat and stat.st_size}\0{stat and stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
