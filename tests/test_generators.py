@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -134,3 +135,18 @@ def test_check_per_context_cell(tmp_path):
     report, generated = check_generator(backend, oracle, colored, per_cell=2, context_oracle=oracle)
     assert [(r["class"], r["context"]) for r in report.cells][:2] == [("horizontal", "red"), ("horizontal", "blue")]
     assert generated.images.shape[1] == 3 and set(np.unique(generated.groups)) == {0, 1}
+
+
+def test_generator_check_exits_1_when_the_gate_fails_and_names_the_world_a_generator_needs(tmp_path, monkeypatch, capsys):
+    import synaug.generators.check as check
+
+    assert main(["generator", "check", "--out", str(tmp_path / "c"), "--generator", "embedded:colored-fashion-mnist"]) == 2
+    assert "draws class x context images; check it with --world colored-fashion-mnist." in capsys.readouterr().err
+    failed = SimpleNamespace(passed=False)
+    monkeypatch.setattr(check, "fashion_mnist_world", lambda colored, root: SimpleNamespace(real_test=None, reference=None))
+    monkeypatch.setattr(check, "train_oracles", lambda data, out, seed: (None, None))
+    monkeypatch.setattr(check, "check_generator", lambda *args, **kwargs: (failed, None))
+    monkeypatch.setattr(check, "write_check", lambda *args: None)
+    monkeypatch.setattr(check, "check_markdown", lambda report: "**Gate FAILED.**")
+    assert main(["generator", "check", "--out", str(tmp_path / "c")]) == 1
+    assert "Gate FAILED" in capsys.readouterr().out

@@ -96,20 +96,26 @@ def check(
     device: str = typer.Option("cpu", help="cpu | cuda."),
     seed: int = typer.Option(0, help="Seed of the generated images and the oracle."),
 ) -> None:
-    """Quality gate: recognisability, diversity and memorisation of a generator's images."""
+    """Quality gate: recognisability, diversity and memorisation of a generator's images (exit status 1 when it fails)."""
     from synaug.cli.generate import load_generator
     from synaug.generators.check import check_generator, check_markdown, fashion_mnist_world, train_oracles, write_check
 
     worlds = {"fashion-mnist": False, "colored-fashion-mnist": True}
     if world not in worlds:
         raise SynaugError(f"unknown world '{world}'; use one of {', '.join(worlds)}.")
-    data = fashion_mnist_world(colored=worlds[world], root=root)
-    oracle, context_oracle = train_oracles(data, out, seed=seed)
     sampler = {"scheduler": scheduler, "steps": steps, "guidance_scale": guidance, "dtype": dtype, "device": device}
     backend = load_generator(generator, **{k: v for k, v in sampler.items() if v is not None})
+    spec = getattr(backend, "spec", None)  # an embedded generator knows whether it draws contexts
+    if spec is not None and (spec.context_names is not None) != worlds[world]:
+        fitting = "colored-fashion-mnist" if spec.context_names is not None else "fashion-mnist"
+        raise SynaugError(f"generator {generator} draws {'class x context' if spec.context_names else 'class-only'} images; check it with --world {fitting}.")
+    data = fashion_mnist_world(colored=worlds[world], root=root)
+    oracle, context_oracle = train_oracles(data, out, seed=seed)
     report, generated = check_generator(
         backend, oracle, data.real_test, reference=data.reference, per_cell=per_cell,
         context_oracle=context_oracle, seed=seed,
     )
     write_check(report, generated, data.real_test, out)
     typer.echo(check_markdown(report))
+    if not report.passed:
+        raise typer.Exit(1)  # a failed gate fails the command, so scripts and CI can use it
