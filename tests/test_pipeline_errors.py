@@ -125,3 +125,9 @@ def test_an_embedded_generator_asked_for_classes_it_never_saw_warns(tmp_path, ca
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
     assert status == 0, err
     assert len(warnings) == 1 and "the prompts of zebra name none" in warnings[0]
+
+
+def test_an_empty_config_is_refused(tmp_path, capsys):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    assert f"config file {empty} is empty; write a run config" in error_line(capsys, "run", empty)

@@ -337,6 +337,8 @@ def load_run_config(path: str | Path) -> tuple[RunConfig, str]:
     """The config in YAML file ``path`` (checked) and the file's text."""
     path = Path(path)
     values = load_yaml(path)
+    if not values:  # every default would start a long run on the whole of Fashion-MNIST
+        raise SynaugError(f"config file {path} is empty; write a run config (the ones in configs/ are ready to copy and edit).")
     return parse_run_config(values, where=str(path)), path.read_text()
 
 
