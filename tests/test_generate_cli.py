@@ -236,3 +236,22 @@ def test_generate_factory_must_return_a_generator(plan_file, tmp_path, capsys):
     message = fails(["generate", "--plan", plan_file, "--out", tmp_path / "s", "--generator", "python:test_generate_cli:make_not_a_generator"], capsys)
     assert "returned a object, not a synaug Generator" in message
     assert not (tmp_path / "s").exists()
+
+
+class _EverySeed(set):
+    def __contains__(self, seed) -> bool:
+        return True
+
+
+def make_failing_generator(**options):
+    """The fake generator with every image coming back blank, for the test below."""
+    from fake_generator import FakeGenerator
+
+    generator = FakeGenerator(**options)
+    generator.bad_seeds = _EverySeed()
+    return generator
+
+
+def test_a_run_whose_every_image_failed_is_an_error(plan_file, tmp_path, capsys):
+    message = fails(["generate", "--plan", plan_file, "--out", tmp_path / "s", "--generator", "python:test_generate_cli:make_failing_generator"], capsys)
+    assert "new images stayed non-finite or blank after their retry; check the sampler settings" in message

@@ -267,6 +267,11 @@ def generate(
         markup=False,
         soft_wrap=True,
     )
+    if summary.failed and not summary.generated:
+        raise SynaugError(
+            f"all {summary.failed} new images stayed non-finite or blank after their retry; check the sampler settings "
+            "(guidance, feedback scale, dtype) and re-run with --overwrite."
+        )
     if summary.failed:
         console.print(f"{summary.failed} images stayed non-finite or blank after their retry; they are recorded with status 'failed' in the manifest.", markup=False, soft_wrap=True)
 

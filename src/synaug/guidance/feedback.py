@@ -26,6 +26,7 @@ manifest column), and the classifier's probability of the prompted class as
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -91,8 +92,8 @@ class FeedbackGuidance(StepHook):
         super().__init__(start=start, stop=stop, every=every)
         if gradient_path not in GRADIENT_PATHS:
             raise SynaugError(f"unknown gradient path '{gradient_path}'; choose x0 (fast, UNet output held constant) or full (through the UNet).")
-        if not float(scale) >= 0:
-            raise SynaugError(f"feedback scale {scale} must be a non-negative number; the paper uses 0.03.")
+        if not 0 <= float(scale) < math.inf:
+            raise SynaugError(f"feedback scale {scale} must be a finite non-negative number; the paper uses 0.03.")
         if isinstance(criterion, str):
             self.criterion_name = criterion
             self.criterion = resolve_criterion(criterion, class_gaussians)
