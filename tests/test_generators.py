@@ -104,6 +104,29 @@ def test_cli_trains_on_the_reserved_half(tmp_path, monkeypatch, capsys):
     assert "unknown dataset 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--blocks", "16,abc"], "--blocks 16,abc must be whole numbers separated by commas"),
+        (["--blocks", "15,30"], "block widths [15, 30] must be whole numbers, each a multiple of norm_num_groups=8"),
+        (["--lr", "-1"], "need lr > 0"),
+        (["--layers-per-block", "0"], "layers_per_block, steps, batch_size and checkpoint_every must each be at least 1"),
+        (["--batch-size", "0"], "must each be at least 1"),
+        (["--steps", "0"], "must each be at least 1"),
+        (["--max-minutes", "0"], "max_minutes 0.0 must be positive"),
+        (["--template", "nocls"], "caption template 'nocls' lacks {class}"),
+        (["--size", "0"], "--size 0 must be at least 1"),
+        (["--size", "32"], "--size and --channels apply to file-backed datasets"),
+    ],
+)
+def test_cli_refuses_bad_training_settings_in_one_line(tmp_path, monkeypatch, capsys, options, message):
+    monkeypatch.setenv("SYNAUG_FASHION_MNIST", str(write_fashion_mnist(tmp_path / "fm", train_per_class=4)))
+    assert main(["generator", "train", "--out", str(tmp_path / "gen"), "--device", "cpu", "--quiet", *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "gen").exists()
+
+
 def test_check_on_a_tiny_generator(tmp_path, tiny_data):
     folder = train_generator(tiny_data, tiny_config(), tmp_path / "gen", progress=False)
     backend = EmbeddedBackend.from_pretrained(folder, batch_size=16)

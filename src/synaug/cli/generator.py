@@ -19,6 +19,10 @@ def training_data(dataset: str, root: Optional[str], size: Optional[int], channe
     """The generator's training set: a named reserved half, or any dataset the data layer loads."""
     from synaug.data.benchmarks import fashion_mnist_reserved
 
+    if size is not None and size < 1:
+        raise SynaugError(f"--size {size} must be at least 1 (pixels per side).")
+    if dataset in RESERVED_SETS and (size is not None or channels is not None):
+        raise SynaugError(f"{dataset} is 28 x 28 Fashion-MNIST as it is; --size and --channels apply to file-backed datasets, so drop them.")
     if dataset == "fashion-mnist-reserved":
         return fashion_mnist_reserved(root)
     if dataset == "colored-fashion-mnist-reserved":
@@ -31,6 +35,14 @@ def training_data(dataset: str, root: Optional[str], size: Optional[int], channe
     if dataset not in DATASET_KINDS:
         raise SynaugError(f"unknown dataset '{dataset}'; use one of {', '.join(RESERVED_SETS + DATASET_KINDS)}.")
     return load_dataset(dataset, root=root, size=size, channels=channels)
+
+
+def _widths(blocks: str) -> list[int]:
+    """``--blocks 32,64,128`` as a list of widths."""
+    try:
+        return [int(width) for width in blocks.split(",")]
+    except ValueError:
+        raise SynaugError(f"--blocks {blocks} must be whole numbers separated by commas, e.g. 32,64,128.") from None
 
 
 @app.command("train")
@@ -61,7 +73,7 @@ def train(
     values = load_yaml(config) if config else {}
     overrides = {
         "caption_templates": list(template) or None,
-        "block_out_channels": [int(b) for b in blocks.split(",")] if blocks else None,
+        "block_out_channels": _widths(blocks) if blocks else None,
         "layers_per_block": layers_per_block,
         "steps": steps,
         "batch_size": batch_size,

@@ -67,6 +67,20 @@ class GeneratorTrainConfig:
     init_from: str | None = None
     sampler: dict = field(default_factory=lambda: {"scheduler": "ddim", "steps": 20, "guidance_scale": 1.0})
 
+    def __post_init__(self) -> None:
+        widths, groups = self.block_out_channels, self.norm_num_groups
+        if not widths or any(not isinstance(w, int) or w < 1 for w in widths) or groups < 1 or any(w % groups for w in widths):
+            raise SynaugError(f"block widths {widths} must be whole numbers, each a multiple of norm_num_groups={groups}; e.g. --blocks 32,64,128.")
+        if self.layers_per_block < 1 or self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise SynaugError("layers_per_block, steps, batch_size and checkpoint_every must each be at least 1.")
+        if not self.lr > 0 or self.warmup_steps < 0 or not 0 <= self.ema_decay < 1 or not 0 <= self.caption_dropout < 1:
+            raise SynaugError("need lr > 0, warmup_steps >= 0, and ema_decay and caption_dropout in [0, 1); fix the training settings.")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise SynaugError(f"max_minutes {self.max_minutes} must be positive (or left out for no time limit).")
+        missing = [t for t in self.caption_templates if "{class}" not in t]
+        if not self.caption_templates or missing:
+            raise SynaugError(f"caption template '{missing[0] if missing else ''}' lacks {{class}}: the model would learn no class; write e.g. \"a photo of a {{class}}\".")
+
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when available."""
