@@ -131,3 +131,15 @@ def test_an_empty_config_is_refused(tmp_path, capsys):
     empty = tmp_path / "empty.yaml"
     empty.write_text("# nothing yet\n")
     assert f"config file {empty} is empty; write a run config" in error_line(capsys, "run", empty)
+
+
+def test_file_backed_data_without_a_size_names_the_images_size(tmp_path, capsys):
+    from data_writers import write_image
+
+    for name in ("a", "b"):
+        for split in ("train", "test"):
+            write_image(tmp_path / "data" / split / name / "0.png", size=(20, 12))
+    values = tiny_config(tmp_path / "out", data={"kind": "imagefolder", "root": str(tmp_path / "data")})
+    values["data"].pop("longtail")
+    line = error_line(capsys, "run", write_config(tmp_path / "nosize.yaml", values), "--no-progress")
+    assert "set data.size for file-backed data (its first image is 20 x 12: data.size 20 keeps that resolution)" in line, line

@@ -418,7 +418,11 @@ class Pipeline:
         section = self.config.plan
         names = self._prompt_names(data.train.class_names)
         if not data.train.in_memory and data.train.size is None:
-            raise SynaugError(f"{self.config_name}: synthetic images must match the real ones' size; set data.size (e.g. 224) for file-backed data.")
+            height, width = data.train.load(0).shape[1:]
+            raise SynaugError(
+                f"{self.config_name}: synthetic images must match the real ones' size; set data.size for file-backed data "
+                f"(its first image is {width} x {height}: data.size {max(height, width)} keeps that resolution)."
+            )
         settings = {**to_dict(section), "class_prompt_names": names}
         if data.train.groups is None:  # the group keys count only on group data, so class runs keep their digests
             settings = {k: v for k, v in settings.items() if k not in GROUP_PLAN_KEYS}
