@@ -252,6 +252,7 @@ def generate(
     if options.workers is not None:
         raise SynaugError("--workers sets the number of Ray workers; add --ray (or --ray-address), or drop --workers.")
     backend = load_generator(options.generator, **sampler)
+    _check_hooks_act(hooks, getattr(backend, "steps", None))
     store = SyntheticStore(options.out)
     if options.overwrite:
         store.clear()
@@ -297,6 +298,16 @@ def _generate_on_ray(synthesis: SynthesisPlan, options: GenerateOptions, sampler
     )
     for error in summary.errors:
         Console(highlight=False, stderr=True).print(f"recovered from: {error}", markup=False, soft_wrap=True)
+
+
+def _check_hooks_act(hooks: list, num_steps: int | None) -> None:
+    """A one-line error when a hook's window and frequency leave none of the sampler's steps to act on."""
+    for hook in hooks if num_steps else []:
+        if not any(hook.is_active(step, num_steps) for step in range(num_steps)):
+            raise SynaugError(
+                f"--feedback-window {hook.start:g}:{hook.stop:g} with --feedback-every {hook.every} guides none of the "
+                f"generator's {num_steps} steps, so the images would be unguided; widen the window or guide more often."
+            )
 
 
 def warn_unknown_classes(synthesis: SynthesisPlan, generator: str) -> None:
