@@ -333,6 +333,24 @@ def warn_unknown_classes(synthesis: SynthesisPlan, generator: str) -> None:
             markup=False,
             soft_wrap=True,
         )
+    if spec.context_names is None or synthesis.group_names is None:
+        return
+    contexts = [name.casefold() for name in spec.context_names]
+    unknown_groups = [
+        name for group, name in enumerate(synthesis.group_names)
+        if not any(
+            context in synthesis.prompt(class_id, group, index).casefold()
+            for context in contexts for class_id in range(len(synthesis.class_names)) for index in range(len(synthesis.templates))
+        )
+    ]
+    if unknown_groups:
+        Console(highlight=False, stderr=True).print(
+            f"warning: generator {generator} draws the contexts {', '.join(spec.context_names)} only, and the prompts of "
+            f"group {', '.join(unknown_groups)} name none of these, so their images will show another context; map each group to "
+            "one of those names with plan.group_prompt_names (GROUP: NAME).",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _feedback_and_references(synthesis: SynthesisPlan, options: GenerateOptions, given: dict[str, Any]) -> tuple[list, LabeledImages | None]:
