@@ -242,7 +242,7 @@ def generate(
         "scheduler": options.scheduler, "steps": options.steps, "guidance_scale": options.guidance, "dtype": options.dtype,
         "device": options.device, "batch_size": options.batch_size,
     }
-    warn_unknown_classes(synthesis, options.generator)
+    warn_outside_vocabulary(synthesis, options.generator)
     hooks, references = _feedback_and_references(synthesis, options, given)
     if options.ray or options.ray_address is not None:
         if hooks or references is not None:
@@ -310,8 +310,8 @@ def _check_hooks_act(hooks: list, num_steps: int | None) -> None:
             )
 
 
-def warn_unknown_classes(synthesis: SynthesisPlan, generator: str) -> None:
-    """One line on stderr when an embedded generator is to draw classes whose prompts name none of the classes it knows."""
+def warn_outside_vocabulary(synthesis: SynthesisPlan, generator: str) -> None:
+    """A line on stderr when an embedded generator is to draw classes (or groups) whose prompts name none it knows."""
     from synaug.generate.backends.embedded import embedded_spec
 
     spec = embedded_spec(generator)

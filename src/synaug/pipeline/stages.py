@@ -536,9 +536,9 @@ class Pipeline:
             facts: dict[str, Any] = {"store": None if plan.total == 0 else str(root), "planned": plan.total}
             if plan.total:
                 backend = self._load_backend()
-                from synaug.cli.generate import warn_unknown_classes
+                from synaug.cli.generate import warn_outside_vocabulary
 
-                warn_unknown_classes(plan, section.spec)
+                warn_outside_vocabulary(plan, section.spec)
                 hooks = make_hooks() if make_hooks is not None else []
                 self._check_store(root, plan, backend, external is not None, hooks)
                 self._say(stage, f"{label}: {backend.generator_id} ({_settings_text(backend.settings())}), into {root}")
