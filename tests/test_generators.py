@@ -117,6 +117,7 @@ def test_cli_trains_on_the_reserved_half(tmp_path, monkeypatch, capsys):
         (["--template", "nocls"], "caption template 'nocls' lacks {class}"),
         (["--size", "0"], "--size 0 must be at least 1"),
         (["--size", "32"], "--size and --channels apply to file-backed datasets"),
+        (["--checkpoint-every", "0"], "must each be at least 1"),
     ],
 )
 def test_cli_refuses_bad_training_settings_in_one_line(tmp_path, monkeypatch, capsys, options, message):
@@ -173,3 +174,5 @@ def test_generator_check_exits_1_when_the_gate_fails_and_names_the_world_a_gener
     monkeypatch.setattr(check, "check_markdown", lambda report: "**Gate FAILED.**")
     assert main(["generator", "check", "--out", str(tmp_path / "c")]) == 1
     assert "Gate FAILED" in capsys.readouterr().out
+    assert main(["generator", "check", "--out", str(tmp_path / "c"), "--per-cell", "0"]) == 2
+    assert "--per-cell 0 must be at least 1" in capsys.readouterr().err

@@ -59,6 +59,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help="Images per step."),
     lr: Optional[float] = typer.Option(None, help="AdamW learning rate."),
     max_minutes: Optional[float] = typer.Option(None, help="Stop (and export) after this many minutes."),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Save a resumable checkpoint every N steps (default: 1000); re-running the same command resumes from the last one."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda."),
     precision: Optional[str] = typer.Option(None, help="bf16 (autocast) | fp32."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the UNet."),
@@ -79,6 +80,7 @@ def train(
         "batch_size": batch_size,
         "lr": lr,
         "max_minutes": max_minutes,
+        "checkpoint_every": checkpoint_every,
         "device": device,
         "precision": precision,
         "compile": compile,
@@ -112,6 +114,8 @@ def check(
     from synaug.cli.generate import load_generator
     from synaug.generators.check import check_generator, check_markdown, fashion_mnist_world, train_oracles, write_check
 
+    if per_cell < 1:
+        raise SynaugError(f"--per-cell {per_cell} must be at least 1 generated image per class (per cell).")
     worlds = {"fashion-mnist": False, "colored-fashion-mnist": True}
     if world not in worlds:
         raise SynaugError(f"unknown world '{world}'; use one of {', '.join(worlds)}.")

@@ -122,7 +122,7 @@ def class_gaussians_for(classifier: FeedbackClassifier, data: LabeledImages | No
     if data is None:
         raise SynaugError(
             "the hardness criterion needs the real training data to fit its class Gaussians; "
-            "give it with --feedback-data (an index file or the plan's dataset options)."
+            "give it with --feedback-data or --real-data (an index file or the plan's dataset options)."
         )
     gaussians = fit_class_gaussians(classifier.model, data, classifier.normalizer, ridge=ridge)
     gaussians.metadata["classifier"] = classifier.digest
