@@ -109,3 +109,13 @@ def test_a_new_report_replaces_the_old_one_whole(tmp_path):
     assert not (tmp_path / "report" / "stale.png").exists()
     assert json.loads((tmp_path / "report" / "results.json").read_text())["recipes"]["ce"]["mean"]["top1"] == 60.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # no temporary folder left
+
+
+def test_column_means_skip_missing_values_without_warnings():
+    import warnings
+
+    from synaug.report.results import _nanmean
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _nanmean([[1.0, None, None], [3.0, 4.0, None]]) == [2.0, 4.0, None]

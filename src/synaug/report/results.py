@@ -8,6 +8,7 @@ headline numbers are aggregated as :data:`GROUP_METRICS`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -128,8 +129,9 @@ def aggregate(runs: Sequence[RunResult]) -> list[RecipeSummary]:
 def _nanmean(rows: Sequence[Sequence[float | None]]) -> list[float | None]:
     """Column means over the rows that have a value (None where no row has one)."""
     table = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        means = np.nanmean(table, axis=0) if np.isfinite(table).any() else table[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column no row has a value for is None, not a warning
+        means = np.nanmean(table, axis=0)
     return [None if np.isnan(v) else float(v) for v in means]
 
 
