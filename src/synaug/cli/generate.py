@@ -326,12 +326,10 @@ def warn_outside_vocabulary(synthesis: SynthesisPlan, generator: str) -> None:
         )
     ]
     if unknown:
-        Console(highlight=False, stderr=True).print(
-            f"warning: generator {generator} was trained on {', '.join(spec.class_names)} only, and the prompts of "
+        _warn(
+            f"generator {generator} was trained on {', '.join(spec.class_names)} only, and the prompts of "
             f"{', '.join(unknown)} name none of these, so their images will show something else; pass --generator with a "
-            "checkpoint trained on your classes, or plan again with --class-prompt-names CLASS=NAME to map a class to one of those names.",
-            markup=False,
-            soft_wrap=True,
+            "checkpoint trained on your classes, or plan again with --class-prompt-names CLASS=NAME to map a class to one of those names."
         )
     if spec.context_names is None or synthesis.group_names is None:
         return
@@ -344,13 +342,16 @@ def warn_outside_vocabulary(synthesis: SynthesisPlan, generator: str) -> None:
         )
     ]
     if unknown_groups:
-        Console(highlight=False, stderr=True).print(
-            f"warning: generator {generator} draws the contexts {', '.join(spec.context_names)} only, and the prompts of "
+        _warn(
+            f"generator {generator} draws the contexts {', '.join(spec.context_names)} only, and the prompts of "
             f"group {', '.join(unknown_groups)} name none of these, so their images will show another context; map each group to "
-            "one of those names with plan.group_prompt_names (GROUP: NAME).",
-            markup=False,
-            soft_wrap=True,
+            "one of those names with plan.group_prompt_names (GROUP: NAME)."
         )
+
+
+def _warn(text: str) -> None:
+    """``warning: text`` as one line on stderr."""
+    Console(highlight=False, stderr=True).print(f"warning: {text}", markup=False, soft_wrap=True)
 
 
 def _feedback_and_references(synthesis: SynthesisPlan, options: GenerateOptions, given: dict[str, Any]) -> tuple[list, LabeledImages | None]:
