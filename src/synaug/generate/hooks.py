@@ -7,7 +7,8 @@ variable names, no signature sniffing):
 * ``hook(state)`` returns ``None`` or a **correction tensor shaped like** ``state.latents``.
   The loop adds the corrections of all active hooks to the latents x_t **before the
   scheduler step**; the scheduler then steps from the corrected x_t with the model output
-  already computed at the uncorrected x_t. This is the place feedback guidance needs
+  already computed at the uncorrected x_t (UniPC skips its corrector at such a step, since it
+  would rebuild x_t from its saved sample). This is the place feedback guidance needs
   ("add the normalised gradient, rescaled to the latents' norm times a scale, before the
   scheduler step"). A correction row that is not finite (NaN) makes that sample's latents
   non-finite, so the loop marks it failed (``ok`` False) and the runner retries it once;

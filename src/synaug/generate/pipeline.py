@@ -15,7 +15,8 @@ dpm++  DPMSolverMultistepScheduler         algorithm_type="dpmsolver++", solver_
                                            timestep_spacing="leading"
 euler  EulerDiscreteScheduler              timestep_spacing="leading"
 ddpm   DDPMScheduler                       timestep_spacing="leading"
-unipc  UniPCMultistepScheduler             timestep_spacing="leading"
+unipc  UniPCMultistepScheduler             timestep_spacing="leading"; no corrector at a step
+                                           where a hook corrects x_t (see :func:`keep_correction`)
 ====== =================================== ===============================================
 
 Why "leading": with the cosine (``squaredcos_cap_v2``) schedule the last training step t=999
@@ -245,7 +246,10 @@ class SamplingPipeline:
             if active:
                 state = self.step_state(scheduler, i, t, unet_timesteps[i], len(timesteps), latents, model_output,
                                         alpha_bars[i], condition, guidance_scale, class_ids)
-                latents = latents + self.run_hooks(active, state)
+                correction = self.run_hooks(active, state)
+                if correction is not None:
+                    latents = latents + correction
+                    keep_correction(scheduler)
             latents = scheduler.step(model_output, t, latents, **step_kwargs, return_dict=False)[0]
             failed |= ~torch.isfinite(latents).flatten(1).all(dim=1)
             latents = latents.masked_fill(failed.view(-1, 1, 1, 1), 0.0)
@@ -404,9 +408,9 @@ class SamplingPipeline:
             predict=predict,
         )
 
-    def run_hooks(self, hooks: Sequence[StepHook], state: StepState) -> torch.Tensor:
-        """The summed corrections of ``hooks`` (autograd enabled while they run)."""
-        total = torch.zeros_like(state.latents)
+    def run_hooks(self, hooks: Sequence[StepHook], state: StepState) -> torch.Tensor | None:
+        """The summed corrections of ``hooks`` (autograd enabled while they run); None when no hook corrects."""
+        total = None
         with torch.enable_grad():
             for hook in hooks:
                 correction = hook(state)
@@ -417,7 +421,7 @@ class SamplingPipeline:
                         f"hook {type(hook).__name__} returned a correction of shape {tuple(correction.shape)}; "
                         f"it must match the latents, {tuple(state.latents.shape)}."
                     )
-                total = total + correction.detach().float()
+                total = correction.detach().float() if total is None else total + correction.detach().float()
         return total
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -454,6 +458,18 @@ class SamplingPipeline:
         if self.precision.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.precision.autocast_dtype)
+
+
+def keep_correction(scheduler: SchedulerMixin) -> None:
+    """Let a correction added to x_t before this step hold.
+
+    UniPC's corrector rebuilds x_t from its previous sample and model outputs, so it would drop
+    most of a correction added to x_t (about half survives one step); skipping the corrector at
+    a corrected step makes the predictor start from the corrected x_t, as every other scheduler
+    does. The next step's corrector then starts from that corrected sample.
+    """
+    if isinstance(scheduler, UniPCMultistepScheduler) and scheduler.step_index is not None:
+        scheduler.disable_corrector = [*scheduler.disable_corrector, scheduler.step_index - 1]
 
 
 def to_uint8(images: torch.Tensor, size: tuple[int, int] | None, channels: int | None) -> torch.Tensor:
