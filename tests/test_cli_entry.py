@@ -12,7 +12,7 @@ from synaug.cli import main
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["report"], "No such command 'report'; see 'synaug --help'."),
+        (["summarize"], "No such command 'summarize'; see 'synaug --help'."),
         (["plan", "--bogus"], "No such option: --bogus"),
         (["plan", "--seed", "abc"], "Invalid value for '--seed'"),
         (["evaluate"], "Missing argument 'checkpoints'; see 'synaug evaluate --help'."),
