@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from diffusers import UniPCMultistepScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from synaug.errors import SynaugError
 
@@ -133,3 +135,15 @@ class RecordX0Hook(StepHook):
         if abs_max is None:
             abs_max = torch.full((len(images),), math.nan)
         return {"x0_abs_max": abs_max.cpu()}
+
+
+def keep_correction(scheduler: SchedulerMixin) -> None:
+    """Let a correction added to x_t before this step hold.
+
+    UniPC's corrector rebuilds x_t from its previous sample and model outputs, so it would drop
+    most of a correction added to x_t (about half survives one step); skipping the corrector at
+    a corrected step makes the predictor start from the corrected x_t, as every other scheduler
+    does. The next step's corrector then starts from that corrected sample.
+    """
+    if isinstance(scheduler, UniPCMultistepScheduler) and scheduler.step_index is not None:
+        scheduler.disable_corrector = [*scheduler.disable_corrector, scheduler.step_index - 1]

@@ -16,7 +16,7 @@ dpm++  DPMSolverMultistepScheduler         algorithm_type="dpmsolver++", solver_
 euler  EulerDiscreteScheduler              timestep_spacing="leading"
 ddpm   DDPMScheduler                       timestep_spacing="leading"
 unipc  UniPCMultistepScheduler             timestep_spacing="leading"; no corrector at a step
-                                           where a hook corrects x_t (see :func:`keep_correction`)
+                                           where a hook corrects x_t (see :func:`hooks.keep_correction`)
 ====== =================================== ===============================================
 
 Why "leading": with the cosine (``squaredcos_cap_v2``) schedule the last training step t=999
@@ -51,7 +51,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from synaug.errors import SynaugError
-from synaug.generate.hooks import StepHook, StepState
+from synaug.generate.hooks import StepHook, StepState, keep_correction
 
 
 @dataclass
@@ -458,18 +458,6 @@ class SamplingPipeline:
         if self.precision.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.precision.autocast_dtype)
-
-
-def keep_correction(scheduler: SchedulerMixin) -> None:
-    """Let a correction added to x_t before this step hold.
-
-    UniPC's corrector rebuilds x_t from its previous sample and model outputs, so it would drop
-    most of a correction added to x_t (about half survives one step); skipping the corrector at
-    a corrected step makes the predictor start from the corrected x_t, as every other scheduler
-    does. The next step's corrector then starts from that corrected sample.
-    """
-    if isinstance(scheduler, UniPCMultistepScheduler) and scheduler.step_index is not None:
-        scheduler.disable_corrector = [*scheduler.disable_corrector, scheduler.step_index - 1]
 
 
 def to_uint8(images: torch.Tensor, size: tuple[int, int] | None, channels: int | None) -> torch.Tensor:
