@@ -12,6 +12,7 @@ import pytest
 from data_writers import write_fashion_mnist, write_image
 from fixtures_generation import single_thread_torch  # noqa: F401  (fixture)
 from pipeline_helpers import FAKE, error_line, run_cli, stage_folders, tiny_config, write_config
+from tiny_transformers import save_backbone
 
 from synaug.config import load_yaml
 from synaug.data.registry import load_index
@@ -158,19 +159,27 @@ def test_an_unknown_shipped_generator_names_the_shipped_ones():
         load_generator("embedded:nope")
 
 
-def _shipped(name: str, root: Path, **data) -> dict:
-    """A shipped SD config on fake data: the fake generator, 16 px, one epoch, the six recipes."""
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory) -> Path:
+    """A tiny random transformers ResNet saved to disk, standing in for the configs' pretrained ResNet-50."""
+    return save_backbone(tmp_path_factory.mktemp("backbone") / "resnet", "resnet", channels=3)
+
+
+def _shipped(name: str, root: Path, backbone: Path, **data) -> dict:
+    """A shipped SD config on fake data: the fake generator, 16 px, one epoch, the six recipes, the
+    configs' pretrained backbone replaced by a tiny random one (resized to 24 px inside the model)."""
     values = load_yaml(CONFIGS / name)
+    assert values["train"]["model"] == "hf:microsoft/resnet-50"
     values["data"].update(root=str(root), size=16, **data)
     values["generator"].update(spec=FAKE, device="cpu", batch_size=64)
-    values["train"].update(model="small_resnet", epochs=1, warmup_epochs=0, batch_size=16, num_workers=0, device="cpu")
+    values["train"].update(model=f"hf:{backbone}", resolution=24, epochs=1, warmup_epochs=0, batch_size=16, num_workers=0, device="cpu")
     values["crt"].update(epochs=1)
     values["dfr"].update(retrains=2)
     values["runs"].update(seeds=[0])
     return values
 
 
-def test_waterbirds_config_runs_on_a_fake_wilds_folder(tmp_path):
+def test_waterbirds_config_runs_on_a_fake_wilds_folder(tmp_path, tiny_backbone):
     root = tmp_path / "waterbirds"
     rows = ["img_id,img_filename,y,split,place,place_filename"]
     rng = np.random.default_rng(0)
@@ -183,7 +192,7 @@ def test_waterbirds_config_runs_on_a_fake_wilds_folder(tmp_path):
             write_image(root / name, size=(20, 20), color=tuple(int(c) for c in rng.integers(0, 256, 3)))
             rows.append(f"{len(rows)},{name},{y},{split},{place},/x/{len(rows)}.jpg")
     (root / "metadata.csv").write_text("\n".join(rows) + "\n")
-    values = _shipped("waterbirds-sd.yaml", root)
+    values = _shipped("waterbirds-sd.yaml", root, tiny_backbone)
     values["output"] = str(tmp_path / "out")
     result = run(values, "waterbirds-sd.yaml")
 
@@ -198,7 +207,7 @@ def test_waterbirds_config_runs_on_a_fake_wilds_folder(tmp_path):
     assert store.is_dir() and "group_accuracy.png" in {p.name for p in (tmp_path / "out" / "report").iterdir()}
 
 
-def test_utkface_config_runs_on_fake_face_files(tmp_path):
+def test_utkface_config_runs_on_fake_face_files(tmp_path, tiny_backbone):
     root = tmp_path / "utkface"
     rng = np.random.default_rng(0)
     for split, per_cell in (("train", None), ("val", 2), ("test", 1)):
@@ -209,7 +218,7 @@ def test_utkface_config_runs_on_fake_face_files(tmp_path):
                     name = f"{20 + i}_{gender}_{race}_2017011{gender}{race}{i:02d}.jpg.chip.jpg"
                     write_image(root / split / name, size=(20, 20), color=tuple(int(c) for c in rng.integers(0, 256, 3)))
     (root / "train" / "31_1_2017.jpg.chip.jpg").write_bytes(b"")  # a malformed name, skipped as the config says
-    values = _shipped("utkface-sd.yaml", root)
+    values = _shipped("utkface-sd.yaml", root, tiny_backbone)
     values["runs"]["recipes"] = ["erm", "synaug_group", "dfr"]
     values["output"] = str(tmp_path / "out")
     with pytest.warns(UserWarning, match="skipped 1 UTKFace files"):

@@ -108,10 +108,12 @@ def train(
     per_class: Annotated[Optional[int], typer.Option("--per-class", help="Train on a balanced subset of N images per class.")] = None,
     synthetic: Annotated[Optional[str], typer.Option("--synthetic", help="Add the finished images of this synthetic store.")] = None,
     recipe: Annotated[Optional[str], typer.Option("--recipe", help=f"Start from a recipe: {', '.join(RECIPES)}.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="small_resnet, resnet32 or resnet50.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="small_resnet, resnet32, resnet50, or hf:<hub id or folder> (a pretrained transformers backbone).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
+    backbone_lr: Annotated[Optional[float], typer.Option("--backbone-lr", help="Peak learning rate of all but the last layer (default: --lr).")] = None,
+    resolution: Annotated[Optional[int], typer.Option("--resolution", help="Resize images to N x N inside an hf: backbone.")] = None,
     mixup_alpha: Annotated[Optional[float], typer.Option("--mixup-alpha", help="Mixup Beta(a, a); 0 is off.")] = None,
     cutmix_alpha: Annotated[Optional[float], typer.Option("--cutmix-alpha", help="CutMix Beta(a, a); 0 is off.")] = None,
     domain_mixup: Annotated[
@@ -129,7 +131,7 @@ def train(
     options = _train_options(
         config, dataset=dataset, root=root, list_file=list_file, test_list_file=test_list_file, size=size, index=index, longtail=longtail,
         max_per_class=max_per_class, per_class=per_class, synthetic=synthetic, recipe=recipe, model=model,
-        epochs=epochs, batch_size=batch_size, lr=lr, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
+        epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr=backbone_lr, resolution=resolution, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
         domain_mixup=domain_mixup, seed=seed, device=device, amp=amp, crt=crt, crt_source=crt_source, out=out,
     )
     folder = Path(options.out)

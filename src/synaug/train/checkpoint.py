@@ -3,8 +3,9 @@
 ``config.json`` holds everything needed to rebuild and use the model without the training
 data: the model name, number of classes, input channels and size, the input normalisation,
 the class names, the real training images per class (they define the many/medium/few
-groups) and the synthetic ones, the full :class:`~synaug.train.trainer.TrainConfig` and the
-training history. Both files are written atomically (temporary file, then ``os.replace``).
+groups) and the synthetic ones, the full :class:`~synaug.train.trainer.TrainConfig`, the
+training history and, for an ``hf:`` backbone, its architecture (so loading downloads nothing).
+Both files are written atomically (temporary file, then ``os.replace``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def save_checkpoint(result: TrainResult, folder: str | Path, extra: dict[str, An
         "train_config": to_dict(result.config),
         "train_seconds": result.seconds,
         "history": result.history,
+        **(result.model.checkpoint_meta() if hasattr(result.model, "checkpoint_meta") else {}),
         **(extra or {}),
     }
     write_atomic(folder / WEIGHTS_FILE, safetensors.torch.save(state))
@@ -93,7 +95,11 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
             f"{folder} is not a synaug classifier checkpoint ({CHECKPOINT_FORMAT}); point to the folder `synaug train --out` wrote."
         )
     try:
-        model = build_model(meta["model"], int(meta["num_classes"]), int(meta["in_channels"]))
+        backbone = meta.get("backbone") or {}
+        model = build_model(
+            meta["model"], int(meta["num_classes"]), int(meta["in_channels"]), image_size=tuple(meta["image_size"]),
+            resolution=backbone.get("resolution"), backbone_config=backbone.get("config"),
+        )
         normalizer = Normalizer.from_dict(meta["normalizer"])
         state = safetensors.torch.load_file(weights_path)
         model.load_state_dict(state)

@@ -1,4 +1,5 @@
-"""Image classifiers written in the project: ResNet-32, a small ResNet for 28 px, ResNet-50.
+"""Image classifiers written in the project: ResNet-32, a small ResNet for 28 px, ResNet-50
+(and, through :mod:`synaug.train.backbones`, pretrained ``transformers`` backbones).
 
 Every model follows one contract, which cRT, DFR and the hardness criterion rely on:
 
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from synaug.errors import SynaugError
+from synaug.train.backbones import build_backbone_classifier, is_backbone_name
 
 
 # ---- input normalisation ---------------------------------------------------------------
@@ -230,10 +232,33 @@ MODELS: dict[str, Callable[[int, int], ResNetClassifier]] = {
 }
 
 
-def build_model(name: str, num_classes: int, in_channels: int) -> ResNetClassifier:
-    """The model called ``name`` (one of :data:`MODELS`) with fresh weights."""
-    if name not in MODELS:
-        raise SynaugError(f"unknown model '{name}'; choose one of {', '.join(MODELS)}.")
+def build_model(
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    *,
+    image_size: tuple[int, int] | None = None,
+    resolution: int | None = None,
+    backbone_config: dict | None = None,
+) -> nn.Module:
+    """The model called ``name`` with fresh weights (a fresh head on pretrained weights for a backbone).
+
+    ``name`` is one of :data:`MODELS` or ``hf:<hub id or folder>``, a ``transformers`` backbone
+    (see :mod:`synaug.train.backbones`); ``image_size``, ``resolution`` and ``backbone_config``
+    apply to backbones only (the data's size, the size inputs are resized to, and a checkpoint's
+    stored architecture).
+    """
     if num_classes < 2:
         raise SynaugError(f"a classifier needs at least 2 classes, got {num_classes}; check the dataset's class list.")
+    if is_backbone_name(name):
+        return build_backbone_classifier(name, num_classes, in_channels, image_size, resolution, backbone_config)
+    check_model_name(name)
+    if resolution is not None:
+        raise SynaugError(f"resolution applies to hf: backbones only; drop it for model '{name}'.")
     return MODELS[name](num_classes, in_channels)
+
+
+def check_model_name(name: str) -> None:
+    """A one-line error unless ``name`` is one of :data:`MODELS` or an ``hf:`` backbone."""
+    if not is_backbone_name(name) and name not in MODELS:
+        raise SynaugError(f"unknown model '{name}'; choose one of {', '.join(MODELS)}, or hf:<hub id or folder> for a transformers backbone.")

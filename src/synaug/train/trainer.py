@@ -32,7 +32,8 @@ from synaug.data.dataset import LabeledImages, stack_images
 from synaug.errors import SynaugError
 from synaug.train.augment import BatchAugment, check_mixing
 from synaug.train.distributed import all_reduce_sum, broadcast_buffers, init_distributed, wrap_model
-from synaug.train.models import MODELS, Normalizer, build_model
+from synaug.train.backbones import is_backbone_name, parameter_groups
+from synaug.train.models import Normalizer, build_model, check_model_name
 
 SCHEDULES = ("onecycle", "cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
@@ -47,9 +48,13 @@ class TrainConfig:
 
     Parameters
     ----------
-    model : one of :data:`synaug.train.models.MODELS`.
+    model : one of :data:`synaug.train.models.MODELS`, or ``hf:<hub id or folder>`` for a pretrained
+        ``transformers`` backbone with a fresh linear head (:mod:`synaug.train.backbones`).
     epochs, batch_size : passes over the data and images per SGD step.
     lr, momentum, weight_decay, nesterov : SGD settings; ``lr`` is the peak learning rate.
+    backbone_lr : peak learning rate of every parameter but the final ``classifier`` (None: ``lr``),
+        e.g. a small rate to fine-tune a pretrained backbone under a fresh head.
+    resolution : side (pixels) images are resized to inside an ``hf:`` backbone (None: the data's size).
     schedule : ``"onecycle"`` (linear rise over the warm-up, then linear decay to 0),
         ``"cosine"`` (linear warm-up, then cosine decay to 0) or ``"step"`` (linear warm-up,
         then ``lr * gamma**k`` after the k-th of ``milestones``, in epochs).
@@ -76,6 +81,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 128
     lr: float = 0.2
+    backbone_lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = True
@@ -97,6 +103,7 @@ class TrainConfig:
     channels_last: bool = True
     num_workers: int = 2
     compile: bool = False
+    resolution: int | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # YAML may give "1e-3" as text or 2 for 2.0
@@ -107,15 +114,17 @@ class TrainConfig:
                 setattr(self, f.name, _number(f.name, value, float if kind == "float" else int))
             elif kind == "bool" and not isinstance(value, bool):
                 raise SynaugError(f"{f.name} must be true or false, got {value!r}.")
-        _choice("model", self.model, tuple(MODELS))
+        check_model_name(self.model)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("device", self.device, DEVICES)
         _choice("amp", self.amp, PRECISIONS)
         _choice("normalize", self.normalize, NORMALIZATIONS)
         if self.epochs < 1 or self.batch_size < 1:
             raise SynaugError(f"epochs and batch_size must be at least 1 (got {self.epochs} and {self.batch_size}).")
-        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise SynaugError("need lr > 0, weight_decay >= 0 and momentum in [0, 1); fix the optimiser settings.")
+        if self.lr <= 0 or (self.backbone_lr is not None and self.backbone_lr < 0) or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise SynaugError("need lr > 0, backbone_lr >= 0, weight_decay >= 0 and momentum in [0, 1); fix the optimiser settings.")
+        if self.resolution is not None and (self.resolution < 1 or not is_backbone_name(self.model)):
+            raise SynaugError(f"resolution {self.resolution} needs an hf: backbone model and a positive size; drop it or set model: hf:<id>.")
         if self.warmup_epochs is not None and not 0 <= self.warmup_epochs < self.epochs:
             raise SynaugError(f"warmup_epochs must lie in [0, epochs={self.epochs}), got {self.warmup_epochs}.")
         if not 0 <= self.label_smoothing < 1:
@@ -411,11 +420,14 @@ def train_classifier(
 
     # 2. Model, optimiser, normalisation, augmentation and data, all seeded
     torch.manual_seed(config.seed)
-    model = build_model(config.model, train.num_classes, train.channels).to(device, memory_format=memory_format)
+    image_shape = (train.channels, *train.size) if train.size else (train.channels, *train.load(0).shape[1:])
+    model = build_model(
+        config.model, train.num_classes, train.channels, image_size=image_shape[1:], resolution=config.resolution
+    ).to(device, memory_format=memory_format)
     trained = wrap_model(model, context)  # DistributedDataParallel under torchrun
     trained = torch.compile(trained) if config.compile else trained
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+        parameter_groups(model, config.lr, config.backbone_lr), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
         nesterov=config.nesterov and config.momentum > 0, fused=device.type == "cuda",
     )
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -440,9 +452,10 @@ def train_classifier(
             epoch_start = time.perf_counter()
             totals = torch.zeros(3, 2, device=device)  # rows: seen, loss sum, correct; columns: real, synthetic
             for step, batch in enumerate(batches):
-                lr = config.lr * lr_factor(epoch * steps_per_epoch + step, steps_per_epoch, config)
+                factor = lr_factor(epoch * steps_per_epoch + step, steps_per_epoch, config)
+                lr = config.lr * factor
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = group["base_lr"] * factor
                 images = normalizer(augment.geometric(batch.images)).contiguous(memory_format=memory_format)
                 images, targets = augment.mix(images, batch.labels, batch.is_synthetic)
                 with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -473,7 +486,7 @@ def train_classifier(
         train_counts=np.bincount(train.labels[~train.is_synthetic], minlength=train.num_classes),
         synthetic_counts=np.bincount(train.labels[train.is_synthetic], minlength=train.num_classes),
         sample_counts={"real": int((~train.is_synthetic).sum()), "synthetic": int(train.is_synthetic.sum())},
-        image_shape=(train.channels, *train.size) if train.size else (train.channels, *train.load(0).shape[1:]),
+        image_shape=image_shape,
         seconds=time.perf_counter() - started,
     )
 
