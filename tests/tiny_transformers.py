@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from synaug.train.backbones import quiet_transformers
 
 TINY_VISION = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
@@ -22,6 +24,7 @@ def save_backbone(folder: Path, kind: str, channels: int = 3, image_size: int = 
         "dinov2": lambda: transformers.Dinov2Config(**patches, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2),
         "clip": lambda: _clip_config(patches),
     }
+    torch.manual_seed(0)
     with quiet_transformers():
         config = configs[kind]()
         model = transformers.CLIPModel(config) if kind == "clip" else transformers.AutoModel.from_config(config)

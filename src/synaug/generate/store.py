@@ -7,6 +7,7 @@ Layout of a store folder::
       manifest.parquet                  compacted manifest rows
       manifest.part-<writer>-<n>.parquet rows appended by running writers, merged by compaction
       store.lock                        lock file for compaction and reading
+      filter.parquet                    optional: each image's filter scores and kept/rejected decision
       <class folder>/<index>.png        one folder per class (or <group>_<index>.png for group plans)
 
 Only plain files sit at the top level, so the folder is an ordinary ImageFolder: every
@@ -57,6 +58,7 @@ INFO_FILE = "store.json"
 MANIFEST_FILE = "manifest.parquet"
 PART_PREFIX = "manifest.part-"
 LOCK_FILE = "store.lock"
+FILTER_FILE = "filter.parquet"  # written by synaug.filters; keyed by (class_id, group_key, index)
 STALE_TEMP_SECONDS = 3600
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -173,12 +175,17 @@ class SyntheticStore:
 
         Integer columns are pandas nullable integers (``group_id`` is null without groups);
         ``group_key`` is ``group_id`` with -1 for null, the key (class_id, group_key, index)
-        is unique.
+        is unique. A filtered store (:mod:`synaug.filters`) adds its filter columns: the scores,
+        ``kept`` and ``rejected_by``.
         """
         with self._lock(exclusive=False):
             table = _read_tables(self._manifest_files())
         frame = _deduplicate(table).to_pandas(types_mapper=_NULLABLE_INTS.get)
         frame["group_key"] = frame["group_id"].fillna(-1).astype("int64")
+        if (self.root / FILTER_FILE).is_file():
+            decisions = pq.read_table(self.root / FILTER_FILE).to_pandas()
+            frame = frame.merge(decisions.astype({"class_id": "int64", "index": "int64"}), how="left",
+                                on=["class_id", "group_key", "index"], validate="one_to_one")
         return frame
 
     def finished_keys(self) -> set[tuple[int, int, int]]:
@@ -210,7 +217,8 @@ class SyntheticStore:
 
         With ``class_names`` (and ``group_names``), labels follow that dataset's order, so
         the result concatenates with it; a class the dataset lacks is an error. ``per_class``
-        (one count per plan class) keeps only each class's first images by plan index.
+        (one count per plan class) keeps only each class's first images by plan index. A
+        filtered store gives only the images its filter kept.
         """
         plan = self.plan
         classes = list(plan.class_names) if class_names is None else [str(n) for n in class_names]
@@ -218,9 +226,12 @@ class SyntheticStore:
         plan.check_dataset(classes, groups)
         frame = self.manifest()
         frame = frame[frame["status"] == STATUS_OK]
+        if "kept" in frame:
+            frame = frame[frame["kept"].fillna(False).astype(bool)]
         if per_class is not None:
             limits = np.asarray(per_class, dtype=np.int64)
-            frame = frame[frame["index"].to_numpy(dtype=np.int64) < limits[frame["class_id"].to_numpy(dtype=np.int64)]]
+            position = frame.groupby("class_id").cumcount() if "kept" in frame else frame["index"]
+            frame = frame[position.to_numpy(dtype=np.int64) < limits[frame["class_id"].to_numpy(dtype=np.int64)]]
         class_map = np.array([classes.index(n) for n in plan.class_names], dtype=np.int64)
         labels = class_map[frame["class_id"].to_numpy(dtype=np.int64)]
         group_labels = None

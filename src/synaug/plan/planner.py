@@ -17,6 +17,10 @@ A plan is made from the real counts of a dataset and a strategy:
     For group data: fill the classes to the largest class, ignoring groups. Prompts carry
     no group and the images have no group label (the group-unaware variant of SYNAuG).
 
+Over-generation (:func:`overgenerate`) makes ``factor`` times the images each class (cell)
+needs and records the needed counts as ``keep_counts``, for a filter
+(:mod:`synaug.filters`) to keep the best of them.
+
 A mapping of *final* counts (``{"Sandal": 500, ...}``, or ``{(class, group): n}`` for group
 data) is accepted too, as imbalanced-learn's ``sampling_strategy`` dicts are: unlisted
 classes get nothing and a target below the real count is an error.
@@ -24,6 +28,7 @@ classes get nothing and a target below the real count is an error.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -78,6 +83,8 @@ class SynthesisPlan:
     image_size : (H, W) images are resized to (the dataset's resolution), or None.
     channels : channels images are converted to (1 or 3), or None.
     target, budget : the strategy's parameter, when it has one.
+    keep_counts : images to keep per class or cell after filtering an over-generated plan
+        (see :func:`overgenerate`), else None (keep what a filter passes).
     """
 
     strategy: str
@@ -94,6 +101,7 @@ class SynthesisPlan:
     target: int | None = None
     budget: int | None = None
     group_prompt_names: list[str] | None = None
+    keep_counts: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.class_names = [str(n) for n in self.class_names]
@@ -119,6 +127,10 @@ class SynthesisPlan:
         self.seed = int(self.seed)
         if self.image_size is not None:
             self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        if self.keep_counts is not None:
+            self.keep_counts = np.asarray(self.keep_counts, dtype=np.int64)
+            if self.keep_counts.shape != expected or (self.keep_counts < 0).any() or (self.keep_counts > self.synthetic_counts).any():
+                raise SynaugError("plan keep_counts must have one count per class (cell), between 0 and its synthetic count; rebuild the plan.")
         if self.channels not in (None, 1, 3):
             raise SynaugError(f"plan channels must be 1 or 3, not {self.channels}.")
 
@@ -176,6 +188,8 @@ class SynthesisPlan:
         }
         if self.group_prompt_names is not None:  # only when set, so plans without them keep their digest
             determining["group_prompt_names"] = self.group_prompt_names
+        if self.keep_counts is not None:  # likewise
+            determining["keep_counts"] = self.keep_counts.tolist()
         text = json.dumps(determining, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -197,6 +211,7 @@ class SynthesisPlan:
             "seed": self.seed,
             "image_size": list(self.image_size) if self.image_size else None,
             "channels": self.channels,
+            "keep_counts": None if self.keep_counts is None else self.keep_counts.tolist(),
             "digest": self.digest(),
         }
 
@@ -211,7 +226,7 @@ class SynthesisPlan:
         if not isinstance(data, Mapping) or data.get("synaug_plan") != PLAN_FORMAT:
             raise SynaugError(f"{where} is not a synaug plan (format {PLAN_FORMAT}); write one with `synaug plan --out`.")
         keys = ("strategy", "class_names", "real_counts", "synthetic_counts", "group_names", "templates", "prompt_names",
-                "negative_prompt", "seed", "image_size", "channels", "target", "budget", "group_prompt_names")
+                "negative_prompt", "seed", "image_size", "channels", "target", "budget", "group_prompt_names", "keep_counts")
         missing = [k for k in keys[:4] if k not in data]
         if missing:
             raise SynaugError(f"{where} lacks '{missing[0]}'; write the plan again with `synaug plan --out`.")
@@ -320,6 +335,20 @@ def plan_for_dataset(data: LabeledImages, strategy: str | Mapping = "fill-to-max
     options.setdefault("channels", data.channels)
     counts = data.cell_counts() if grouped else data.class_counts()
     return make_plan(counts, data.class_names, strategy, group_names=data.group_names if grouped else None, **options)
+
+
+def overgenerate(plan: SynthesisPlan, factor: float) -> SynthesisPlan:
+    """``plan`` making ``ceil(factor x n)`` images where it needed ``n``, with ``keep_counts = n``.
+
+    Seeds derive from each image's index, so the first ``n`` images of every class (cell) are
+    those ``plan`` would make; a filter then keeps the best ``n`` (:mod:`synaug.filters`).
+    """
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1 <= factor <= 100:
+        raise SynaugError(f"over-generation factor {factor!r} must be a number from 1 to 100 (e.g. 2 makes twice the images needed).")
+    if plan.keep_counts is not None:
+        raise SynaugError("this plan is over-generated already; over-generate the original plan instead.")
+    needed = plan.synthetic_counts
+    return dataclasses.replace(plan, synthetic_counts=np.ceil(needed * float(factor) - 1e-9).astype(np.int64), keep_counts=needed.copy())
 
 
 def split_budget(budget: int, deficits: np.ndarray) -> np.ndarray:

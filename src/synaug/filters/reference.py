@@ -1,0 +1,32 @@
+"""The frozen reference classifier of the embedded Fashion-MNIST world, for the confidence filter.
+
+It is the quality gate's oracle recipe (:func:`synaug.generators.check.train_oracles`: the
+small ResNet, 30 epochs, 500 images per class) trained on the *reserved* half of
+Fashion-MNIST train only — the half the embedded generator was trained on — so it has seen
+no image of any long-tailed set (they are drawn from the other half) nor of the test set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from synaug.data.benchmarks import fashion_mnist_reserved
+from synaug.data.longtail import balanced_subset
+
+REFERENCE_NAME = "reference"  # what run configs and `synaug filter --classifier` call it
+REFERENCE_FOLDER = "fashion-mnist-reserved-reference"
+
+
+def fashion_mnist_reference(cache: str | Path, root: str | Path | None = None, per_class: int = 500, epochs: int = 30,
+                            seed: int = 0, progress: bool = True) -> Path:
+    """The reference checkpoint folder under ``cache``, trained on the first call and reused after."""
+    from synaug.train.checkpoint import save_checkpoint
+    from synaug.train.trainer import TrainConfig, train_classifier
+
+    folder = Path(cache) / f"{REFERENCE_FOLDER}-{per_class}-{epochs}-{seed}"
+    if not (folder / "config.json").is_file():
+        reserved = fashion_mnist_reserved(root)
+        chosen = balanced_subset(reserved.labels, per_class, seed, reserved.num_classes, class_names=reserved.class_names)
+        result = train_classifier(reserved.subset(chosen).materialize(), TrainConfig(seed=seed, epochs=epochs), progress=progress)
+        save_checkpoint(result, folder, extra={"trained_on": "the reserved half of Fashion-MNIST train"})
+    return folder
