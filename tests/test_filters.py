@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from data_writers import write_fashion_mnist
 from fake_generator import FakeGenerator
 from fixtures_generation import single_thread_torch  # noqa: F401  (fixture)
+from pipeline_helpers import FAKE, error_line, run_cli
 from tiny_transformers import save_backbone, save_clip
 from train_helpers import pattern_images
 
@@ -19,7 +21,7 @@ from synaug.filters import ClassifierScorer, ClipScorer, FilterStep, filter_stor
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import FILTER_FILE, SyntheticStore
 from synaug.plan import make_plan
-from synaug.plan.planner import overgenerate
+from synaug.plan.planner import SynthesisPlan, overgenerate
 from synaug.train import save_checkpoint, train_classifier
 from synaug.train.trainer import TrainConfig
 
@@ -132,3 +134,27 @@ def test_bad_filters_are_one_line_and_write_nothing(tmp_path, clip):
         filter_store(store, [FilterStep(ClassifierScorer(tmp_path / "other"))])
     with pytest.raises(SynaugError, match="over-generation factor 0.5 must be a number from 1 to 100"):
         overgenerate(store.plan, 0.5)
+
+
+def test_plan_overgenerate_then_synaug_filter_on_the_command_line(tmp_path, clip, capsys, monkeypatch):
+    fashion = write_fashion_mnist(tmp_path / "fashion", train_per_class=20, test_per_class=2)
+    monkeypatch.setenv("SYNAUG_FASHION_MNIST", str(fashion))
+    plan_file, store = tmp_path / "plan.json", tmp_path / "store"
+    code, _, err = run_cli(capsys, "plan", "--longtail", 5, "--max-per-class", 5, "--overgenerate", 2, "--out", plan_file)
+    assert code == 0, err
+    plan = SynthesisPlan.load(plan_file)
+    assert plan.total == 56 and plan.keep_counts.sum() == 28
+    assert run_cli(capsys, "generate", "--plan", plan_file, "--out", store, "--generator", FAKE, "--no-progress")[0] == 0
+    assert error_line(capsys, "filter", store, "--clip", tmp_path / "fashion") == (
+        f"error: {tmp_path / 'fashion'} is not a CLIP model (no config.json); give a CLIP checkpoint folder "
+        "(save_pretrained, with its processor) or hub id, e.g. openai/clip-vit-base-patch32."
+    )
+    assert "need a CLIP checkpoint; set clip" in error_line(capsys, "filter", store, "--clip-threshold", 0.3)
+    assert "keeps no image of class 'Trouser' (0 of 2 passed)" in error_line(capsys, "filter", store, "--clip", clip, "--clip-threshold", 0.9)
+
+    code, stdout, err = run_cli(capsys, "filter", store, "--clip", clip, "--no-progress")
+    assert code == 0, err
+    assert "kept 28 of 56 images" in stdout and "filter.parquet" in stdout
+    manifest = SyntheticStore(store).manifest()
+    assert manifest.groupby("class_id")["kept"].sum().tolist() == plan.keep_counts[1:].tolist()
+    assert len(SyntheticStore(store).load()) == 28

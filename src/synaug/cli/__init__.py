@@ -11,7 +11,7 @@ import sys
 import typer
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
-from synaug.cli import data, demo, export, generate, generator, run, train
+from synaug.cli import data, demo, export, filters, generate, generator, run, train
 from synaug.errors import SynaugError
 
 INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C
@@ -26,6 +26,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(generator.app, name="generator")
 train.register(app)
 generate.register(app)
+filters.register(app)
 export.register(app)
 run.register(app)
 demo.register(app)

@@ -29,7 +29,7 @@ from synaug.data.registry import DATASET_KINDS, load_dataset, load_index
 from synaug.errors import SynaugError
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import SyntheticStore
-from synaug.plan.planner import STRATEGIES, SynthesisPlan, plan_for_dataset
+from synaug.plan.planner import STRATEGIES, SynthesisPlan, overgenerate, plan_for_dataset
 from synaug.plan.prompts import parse_name_overrides
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ class PlanOptions(DatasetOptions):
     strategy: Union[str, dict] = "fill-to-max"
     target: Optional[int] = None
     budget: Optional[int] = None
+    overgenerate: Optional[float] = None
     template: list = field(default_factory=list)
     negative_prompt: Optional[str] = None
     class_prompt_names: Union[list, dict] = field(default_factory=list)
@@ -123,6 +124,7 @@ def plan(
     strategy: Annotated[Optional[str], typer.Option("--strategy", help=f"{' | '.join(STRATEGIES)} (default: fill-to-max).")] = None,
     target: Annotated[Optional[int], typer.Option("--target", help="fill-to: the count every class is filled to.")] = None,
     budget: Annotated[Optional[int], typer.Option("--budget", help="budget: total synthetic images, split by each class's shortfall.")] = None,
+    overgenerate: Annotated[Optional[float], typer.Option("--overgenerate", help="Make FACTOR x the images needed; `synaug filter` keeps the best.")] = None,
     template: Annotated[Optional[list[str]], typer.Option("--template", help="Prompt template with {class} (and {context} for groups); repeat to rotate several.")] = None,
     negative_prompt: Annotated[Optional[str], typer.Option("--negative-prompt", help="Negative prompt for classifier-free guidance.")] = None,
     class_prompt_names: Annotated[Optional[list[str]], typer.Option("--class-prompt-names", help="CLASS=NAME: write CLASS as NAME in prompts (repeatable).")] = None,
@@ -138,7 +140,7 @@ def plan(
     """Plan how many synthetic images each class (or class x group cell) gets, and their prompts."""
     given = given_options(
         config, dataset=dataset, root=root, split=split, list_file=list_file, size=size, channels=channels, index=index,
-        longtail=longtail, max_per_class=max_per_class, reserve=reserve, strategy=strategy, target=target, budget=budget,
+        longtail=longtail, max_per_class=max_per_class, reserve=reserve, strategy=strategy, target=target, budget=budget, overgenerate=overgenerate,
         template=template or None, negative_prompt=negative_prompt, class_prompt_names=class_prompt_names or None,
         seed=seed, rate=rate, estimate=estimate, bench=bench, sample_store=sample_store, workers=workers, plan=plan_file, out=out,
     )
@@ -473,7 +475,7 @@ def _python_generator(target: str, options: dict[str, Any]):
 def _make_plan(options: PlanOptions, given: dict[str, Any]) -> SynthesisPlan:
     """The plan the options describe, for the dataset they name."""
     names = options.class_prompt_names
-    return plan_for_dataset(
+    synthesis = plan_for_dataset(
         _plan_dataset(options, given),
         options.strategy,
         target=options.target,
@@ -483,6 +485,7 @@ def _make_plan(options: PlanOptions, given: dict[str, Any]) -> SynthesisPlan:
         negative_prompt=options.negative_prompt,
         seed=options.seed,
     )
+    return synthesis if options.overgenerate is None else overgenerate(synthesis, options.overgenerate)
 
 
 def _plan_dataset(options: PlanOptions, given: dict[str, Any]) -> LabeledImages:
