@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from fake_generator import FakeGenerator
@@ -16,6 +17,7 @@ from synaug.cli import main
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import SyntheticStore
 from synaug.plan import make_plan
+from synaug.plan.planner import SynthesisPlan
 
 FAKE = "python:fake_generator:make_generator"
 TESTS = Path(__file__).parent
@@ -25,10 +27,13 @@ def pngs(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.glob("*/*.png")}
 
 
-def start(plan_file: Path, out: Path, delay: float, *extra: str) -> subprocess.Popen:
+def start(plan_file: Path, out: Path, delay: float, *extra: str, batch_size: str | None = "3", **env_vars: str) -> subprocess.Popen:
+    """`synaug generate` of the fake generator in a new process (``batch_size`` None: the generator's default)."""
     env = dict(os.environ, FAKE_GENERATOR_DELAY=str(delay), PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    env.update(env_vars)
+    batch = [] if batch_size is None else ["--batch-size", batch_size]
     command = [sys.executable, "-m", "synaug", "generate", "--plan", str(plan_file), "--out", str(out), "--generator", FAKE,
-               "--batch-size", "3", "--no-progress", *extra]
+               *batch, "--no-progress", *extra]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -49,9 +54,10 @@ def finish(process: subprocess.Popen) -> None:
     assert process.returncode == 0, err
 
 
-def rerun(plan_file: Path, out: Path, *extra: str) -> None:
+def rerun(plan_file: Path, out: Path, *extra: str, batch_size: str | None = "3") -> None:
     """The same command again, in this process (it is the re-run that must finish the plan)."""
-    assert main(["generate", "--plan", str(plan_file), "--out", str(out), "--generator", FAKE, "--batch-size", "3", "--no-progress", *extra]) == 0
+    batch = [] if batch_size is None else ["--batch-size", batch_size]
+    assert main(["generate", "--plan", str(plan_file), "--out", str(out), "--generator", FAKE, *batch, "--no-progress", *extra]) == 0
 
 
 def check_matches_reference(out: Path, reference: Path) -> None:
@@ -97,3 +103,34 @@ def test_one_of_two_concurrent_shard_writers_killed_then_rerun(planned, tmp_path
     rerun(plan_file, out, "--shard-index", "0", "--num-shards", "2")
     check_matches_reference(out, reference)
     assert list(out.glob("manifest.part-*")) == []  # merged by the last run's compaction
+
+
+def store_files(root: Path) -> dict[str, bytes]:
+    """Every file a user sees in a store (hidden ones aside), by relative path."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+
+
+def test_sigkill_in_the_second_batch_keeps_the_first_and_the_rerun_generates_the_rest(planned, tmp_path, capsys):
+    plan_file, reference, total = planned
+    plan = SynthesisPlan.load(plan_file)
+    batch = FakeGenerator().batch_size  # the generator's default batch size
+    second_batch_start = list(plan.rows())[batch]
+    out, blocked = tmp_path / "store", tmp_path / "blocked"
+    process = start(plan_file, out, 0.0, batch_size=None, FAKE_GENERATOR_BLOCK_AT=str(plan.seed_for(second_batch_start, 0)),
+                    FAKE_GENERATOR_BLOCKED_FILE=str(blocked))
+    deadline = time.monotonic() + 120
+    while not blocked.exists() or len(SyntheticStore(out).manifest()) < batch:  # in batch 2, batch 1 recorded meanwhile
+        assert process.poll() is None, f"generation ended before it could be killed: {process.stderr.read()}"
+        assert time.monotonic() < deadline, "the first batch was not recorded while the second was being generated"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    assert len(SyntheticStore(out).manifest()) == batch
+    capsys.readouterr()
+    rerun(plan_file, out, batch_size=None)
+    printed = capsys.readouterr().out.replace("\n", " ")
+    assert f"{total - batch} new images" in printed and f"{batch} were done already" in printed
+    check_matches_reference(out, reference)
+    pd.testing.assert_frame_equal(SyntheticStore(out).manifest(), SyntheticStore(reference).manifest())
+    assert store_files(out) == store_files(reference)  # byte for byte, the manifest and store.json included

@@ -306,7 +306,7 @@ def test_resume_removes_leftovers_of_killed_runs_only_for_pending_items(tmp_path
     # leftovers of a killed writer of shard 1: a finished image without a row, a temp file
     orphan = root / store.file_for(items[1])
     orphan.write_bytes(b"stale")
-    temp = orphan.with_name(f".{items[3].index:06d}.png.deadbeef.tmp")
+    temp = orphan.with_name(f".{items[3].index:06d}.png.0123456789ab.tmp")
     temp.write_bytes(b"half")
     before = file_bytes(root)
     generate_plan(plan, FakeGenerator(), SyntheticStore(root), shard_index=1, num_shards=2, progress=False)
@@ -353,3 +353,102 @@ def test_reference_images_are_picked_per_class_and_recorded(tmp_path):
     with pytest.raises(SynaugError) as error:
         generate_plan(plan, generator, SyntheticStore(tmp_path / "t"), reference_images=real.subset([1]), progress=False)
     assert "no reference image for class 'dog'" in one_line(error)
+
+
+# ---- durability without cross-node locks -------------------------------------------------
+def _rows(store: SyntheticStore, items, seed: int) -> None:
+    """Append a failed row for each of ``items`` as a part file of ``store``."""
+    store.append([ImageRecord(item, seed, 1, None) for item in items])
+
+
+def test_a_compaction_that_runs_inside_another_loses_no_row(tmp_path, monkeypatch):
+    from synaug.generate import manifest
+
+    plan = small_plan()
+    items = list(plan.rows())
+    writers = [SyntheticStore(tmp_path / "s").open(plan, "fake", {}) for _ in range(3)]
+    _rows(writers[0], items[:5], 1)
+    writers[0].compact()
+    _rows(writers[0], items[5:8], 1)
+    real_read = manifest._read_or_none
+    interleaved = []
+
+    def read_then_let_others_work(path):
+        table = real_read(path)
+        if not interleaved:  # in the middle of the first compaction's reads: another writer appends and compacts
+            interleaved.append(path.name)
+            _rows(writers[2], items[8:12], 2)
+            writers[1].compact()
+            _rows(writers[2], items[12:14], 2)
+        return table
+
+    monkeypatch.setattr(manifest, "_read_or_none", read_then_let_others_work)
+    writers[0].compact()
+    monkeypatch.undo()
+    assert interleaved and len(writers[0].manifest()) == 14  # nothing dropped, whichever compaction won
+    writers[2].compact()
+    names = sorted(p.name for p in (tmp_path / "s").iterdir() if p.name.startswith("manifest"))
+    assert names == ["manifest.parquet"] and len(writers[1].manifest()) == 14
+
+
+def test_each_writer_uses_its_own_temp_names_and_fsyncs_folders_after_renames(tmp_path, monkeypatch):
+    from synaug.generate import manifest
+
+    events = []
+    real_replace, real_link, real_fsync = os.replace, os.link, manifest.fsync_folder
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("rename", Path(a).name, Path(b).name)), real_replace(a, b))[1])
+    monkeypatch.setattr(os, "link", lambda a, b: (events.append(("link", Path(a).name, Path(b).name)), real_link(a, b))[1])
+    monkeypatch.setattr(manifest, "fsync_folder", lambda path: (events.append(("fsync", Path(path).name)), real_fsync(path))[1])
+    plan = small_plan()
+    stores = [SyntheticStore(tmp_path / "s") for _ in range(2)]
+    for store in stores:
+        generate_plan(plan, FakeGenerator(batch_size=3), store, shard_index=stores.index(store), num_shards=2, progress=False)
+    temps_used = [e[1] for e in events if e[0] in ("rename", "link") and e[2].startswith("manifest")]
+    assert len(temps_used) == len(set(temps_used)) > 4  # parts and compactions: no temp name used twice
+    assert {name.rsplit(".", 2)[1][:12] for name in temps_used} == {s.writer_id for s in stores}
+    for position, event in enumerate(events):
+        if event[0] in ("rename", "link") and event[2].startswith("manifest"):
+            assert ("fsync", "s") in events[position + 1 : position + 3], event  # the top folder, right after
+    first_part = next(i for i, e in enumerate(events) if e[0] == "rename" and e[2].startswith("manifest.part-"))
+    image_folders = {e[1] for e in events[:first_part] if e[0] == "fsync"} - {"s"}
+    assert image_folders and image_folders <= {p.name for p in (tmp_path / "s").iterdir() if p.is_dir()}
+
+
+def test_resume_leaves_a_running_writers_files_alone_and_removes_a_dead_ones(tmp_path):
+    plan = small_plan()
+    items = list(plan.rows())
+    root = tmp_path / "s"
+    running, dead = SyntheticStore(root).open(plan, "fake", {}), SyntheticStore(root).open(plan, "fake", {})
+    image = torch.zeros(1, 6, 5, dtype=torch.uint8)
+    finished = root / running.write_image(items[0], image)  # renamed into place, its row not appended yet
+    live_temp = finished.with_name(f".{items[1].index:06d}.png.{running.writer_id}.tmp")
+    dead_temp = finished.with_name(f".{items[2].index:06d}.png.{dead.writer_id}.tmp")
+    live_temp.write_bytes(b"being written")
+    dead_temp.write_bytes(b"half")
+    dead.close()  # as a killed process's lock is released
+    assert SyntheticStore(root).open(plan, "fake", {}).discard_unfinished(items[:3]) == 1
+    assert finished.is_file() and live_temp.is_file() and not dead_temp.exists()
+    running.close()
+    assert SyntheticStore(root).open(plan, "fake", {}).discard_unfinished(items[:3]) == 1 and not live_temp.exists()
+
+
+def test_a_file_system_without_hard_links_is_refused_and_one_without_locks_warned_about(tmp_path, monkeypatch):
+    import fcntl
+
+    def no_links(source, target):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "link", no_links)
+        with pytest.raises(SynaugError) as error:
+            SyntheticStore(tmp_path / "a").open(small_plan(), "fake", {})
+    assert "cannot hard-link or rename files" in one_line(error) and "--out" in str(error.value)
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="file locks do not work"):
+        summary = generate_plan(small_plan(), FakeGenerator(), SyntheticStore(tmp_path / "b"), progress=False)
+    assert summary.generated == small_plan().total
+    check_consistent(tmp_path / "b")

@@ -2,10 +2,10 @@
 
 :func:`generate_plan` skips every image the store has recorded already, so re-running a
 finished plan does nothing and re-running an interrupted one finishes it. Image files are
-written by a background thread while the generator works on the next batch; a batch's
-manifest rows are appended once all its files are in place. When the run stops early
-(Ctrl-C, an error), the rows of every batch whose files were written are appended before
-the exception leaves, so a re-run does not generate those images again.
+written by a background thread while the generator works on the next batch, and a batch's
+manifest rows are appended as soon as its files are in place. A run that stops early (Ctrl-C,
+an error, SIGKILL) thus keeps every batch it finished writing: a re-run generates only the
+batch that was being generated, and the one being written if it was cut short.
 """
 
 from __future__ import annotations
@@ -96,31 +96,25 @@ def generate_plan(
     pending = [item for item in items if item.key not in done]
     store.discard_unfinished(pending)
 
-    # 4. Generate batch by batch, writing files in the background
+    # 4. Generate batch by batch; a background thread writes each batch's files, then its rows
     counts = {"generated": 0, "retried": 0, "failed": 0}
-    with _progress_bar(progress) as bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="synaug-png") as writer:
-        task = bar.add_task("generating", total=len(items), completed=len(items) - len(pending))
-        unrecorded: list[_Batch] = []  # batches whose files are being written, oldest first
-        try:
+    try:
+        with _progress_bar(progress) as bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="synaug-png") as writer:
+            task = bar.add_task("generating", total=len(items), completed=len(items) - len(pending))
+            writing: list[Future] = []  # batches being written and recorded, oldest first
             for number, start in enumerate(range(0, len(pending), batch_size)):
                 batch = pending[start : start + batch_size]
                 records, images, retried = _generate_batch(plan, generator, batch, hooks, references)
                 counts["retried"] += retried
-                writes = [None if image is None else writer.submit(store.write_image, record.item, image) for record, image in zip(records, images)]
-                unrecorded.append(_Batch(records, writes))
-                if len(unrecorded) > 1:
-                    _finish(store, unrecorded[0], counts, bar, task)
-                    unrecorded.pop(0)
+                writing.append(writer.submit(_write_and_record, store, records, images))
+                if len(writing) > 1:
+                    _count(writing.pop(0).result(), counts, bar, task)
                 if number and number % COMPACT_EVERY_BATCHES == 0:
                     store.compact()
-            while unrecorded:
-                _finish(store, unrecorded[0], counts, bar, task)
-                unrecorded.pop(0)
-        except BaseException:
-            for batch in unrecorded:
-                if not batch.recorded:
-                    _record(store, batch)
-            raise
+            while writing:
+                _count(writing.pop(0).result(), counts, bar, task)
+    finally:
+        store.close()
 
     # 5. Merge this run's manifest parts
     store.compact()
@@ -132,15 +126,6 @@ def generate_plan(
         failed=counts["failed"],
         seconds=time.perf_counter() - started,
     )
-
-
-@dataclass
-class _Batch:
-    """A batch's records, the pending file writes (None for failed images), whether its rows are appended."""
-
-    records: list[ImageRecord]
-    writes: list[Future | None]
-    recorded: bool = False
 
 
 def _generate_batch(
@@ -183,36 +168,36 @@ def _scores(output, position: int) -> dict[str, float]:
     return {name: float(values[position]) for name, values in output.scores.items()}
 
 
-def _finish(store: SyntheticStore, batch: _Batch, counts: dict, bar: Progress, task) -> None:
-    """Wait for a batch's files, append their rows (see :func:`_record`), raise a failed write, count."""
-    written, error = _record(store, batch)
-    if error is not None:
-        raise error
-    failed = sum(record.file is None for record in written)
-    counts["failed"] += failed
-    counts["generated"] += len(written) - failed
-    bar.advance(task, len(written))
+def _write_and_record(store: SyntheticStore, records: list[ImageRecord], images: list[torch.Tensor | None]) -> list[ImageRecord]:
+    """Write a batch's files, then append rows for every image written and every failure.
 
-
-def _record(store: SyntheticStore, batch: _Batch) -> tuple[list[ImageRecord], Exception | None]:
-    """Wait for a batch's files, then append rows for every image written and every failure.
-
-    Returns the recorded rows and the first write error: when a write failed, the rows of the
-    images that did get written are still appended, so no finished file is left without its row.
+    Runs in the writer thread as soon as the batch is generated, so a batch is recorded while
+    the next one is generated, and a killed run loses at most the batches not yet written.
+    When a write fails, the rows of the images that did get written are still appended (no
+    finished file is left without its row) before the first error is raised.
     """
     written, error = [], None
-    for record, write in zip(batch.records, batch.writes):
-        if write is None:
-            written.append(record)
-            continue
+    for record, image in zip(records, images):
         try:
-            record.file = write.result()
+            if image is None:
+                store.discard_file(record.item)  # left by an earlier run whose image came out fine
+            else:
+                record.file = store.write_image(record.item, image)
             written.append(record)
         except Exception as exc:
             error = error or exc
     store.append(written)
-    batch.recorded = True
-    return written, error
+    if error is not None:
+        raise error
+    return written
+
+
+def _count(written: list[ImageRecord], counts: dict, bar: Progress, task) -> None:
+    """Add a recorded batch to the counts and the progress bar."""
+    failed = sum(record.file is None for record in written)
+    counts["failed"] += failed
+    counts["generated"] += len(written) - failed
+    bar.advance(task, len(written))
 
 
 class _ReferencePicker:

@@ -4,11 +4,10 @@ Layout of a store folder::
 
     STORE/
       store.json                        plan digest, generator id and settings, folder names, the plan
-      manifest.parquet                  compacted manifest rows
-      manifest.part-<writer>-<n>.parquet rows appended by running writers, merged by compaction
-      store.lock                        lock file for compaction and reading
+      manifest.parquet                  compacted manifest rows (and parts and claims: see synaug.generate.manifest)
       filter.parquet                    optional: each image's filter scores and kept/rejected decision
       <class folder>/<index>.png        one folder per class (or <group>_<index>.png for group plans)
+      .writer-<id>.lock                 held (flock) by a writer while it runs
 
 Only plain files sit at the top level, so the folder is an ordinary ImageFolder: every
 subfolder is a class full of PNGs (a class planned no synthetic image has no folder, as an
@@ -17,71 +16,58 @@ ImageFolder cannot hold empty classes; :meth:`SyntheticStore.load` keeps every c
 already (or differs only in case) gets ``-<class id>`` appended.
 
 Manifest rows exist only for finished images, and are written after the image file: an
-image is first written to a hidden temp name in its class folder and renamed into place,
-then its row goes into a new part file, itself written to a temp name and renamed. A
-killed writer thus leaves at worst temp files and images without rows, which
-:meth:`SyntheticStore.discard_unfinished` removes before they are generated again (identically,
-since seeds are derived). Many writers may append to one store at once: each writes part
-files under its own id, compaction merges them under an exclusive lock, and readers union
-the compacted manifest and the parts, keeping one row per image (ok rows before failed
-ones, then the lowest attempt). An image that stays non-finite or blank after its retry is
-recorded as a row with status "failed" and no file.
+image is written to a temp name of its writer, fsynced and renamed into place; its row goes
+into a part file once its folder is fsynced. An image that stays non-finite or blank after
+its retry is recorded as a row with status "failed" and no file. Readers keep one row per
+image (ok rows before failed ones, then the lowest attempt). Images depend only on their
+seed, so an image written twice is written with the same bytes.
+
+What the store guarantees, also on a shared file system whose locks do not reach across
+nodes (it needs atomic rename, hard links and fsync; :meth:`SyntheticStore.open` refuses a
+folder without hard links or rename, and warns where file locks do not work): every row
+points at a complete image; no row is lost, whatever writers and compactions run at once or
+are killed; a killed writer leaves at worst temp files and images without rows, which a
+re-run replaces (identically). A writer removes temp files only of its own or of writers whose
+lock is free (dead); where locks do not work, those older than an hour. Generating one item
+in two writers at once is safe (same bytes, one row kept) but wasted: the Ray driver avoids it.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import itertools
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 from synaug.data.dataset import LabeledImages
 from synaug.data.folders import sanitize_folder_name
 from synaug.errors import SynaugError
+from synaug.generate import manifest as files
+from synaug.generate.manifest import NULLABLE_INTS, STATUS_FAILED, STATUS_OK, temp_name
 from synaug.plan.planner import PlanItem, SynthesisPlan
 
 STORE_FORMAT = 1
 INFO_FILE = "store.json"
-MANIFEST_FILE = "manifest.parquet"
-PART_PREFIX = "manifest.part-"
-LOCK_FILE = "store.lock"
+WRITER_LOCK = re.compile(r"\.writer-([0-9a-f]{12})\.lock")
+TEMP = re.compile(r"\.(.+)\.([0-9a-f]{12})(-\d+)?\.tmp")
 FILTER_FILE = "filter.parquet"  # written by synaug.filters; keyed by (class_id, group_key, index)
 STALE_TEMP_SECONDS = 3600
-STATUS_OK = "ok"
-STATUS_FAILED = "failed"
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("file", pa.string()),
-        ("class_id", pa.int32()),
-        ("class_name", pa.string()),
-        ("group_id", pa.int32()),
-        ("group_name", pa.string()),
-        ("index", pa.int64()),
-        ("prompt", pa.string()),
-        ("seed", pa.int64()),
-        ("attempt", pa.int8()),
-        ("generator_id", pa.string()),
-        ("settings", pa.string()),
-        ("plan_digest", pa.string()),
-        ("criterion", pa.float64()),
-        ("status", pa.string()),
-    ]
-)
-_NULLABLE_INTS = {pa.int8(): pd.Int8Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}
-
+__all__ = ["FILTER_FILE", "ImageRecord", "INFO_FILE", "STATUS_FAILED", "STATUS_OK", "SyntheticStore"]
 
 @dataclass
 class ImageRecord:
@@ -113,8 +99,9 @@ class SyntheticStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.writer_id = uuid.uuid4().hex[:12]
-        self._parts_written = 0
+        self._tags = (f"{self.writer_id}-{n:08d}" for n in itertools.count())  # unique names of this writer's files
         self._info: dict | None = None
+        self._liveness: int | None = None  # the open lock file that tells others this writer runs
 
     # ---- binding -------------------------------------------------------------------
     def open(self, plan: SynthesisPlan, generator_id: str, settings: dict) -> "SyntheticStore":
@@ -124,6 +111,8 @@ class SyntheticStore:
         corrupt the data set): use a new folder, or :meth:`clear` it first.
         """
         self._ensure_writable_folder()
+        self._hold_liveness()
+        self._check_file_system()
         info = {
             "synaug_store": STORE_FORMAT,
             "plan_digest": plan.digest(),
@@ -135,15 +124,22 @@ class SyntheticStore:
         }
         path = self.root / INFO_FILE
         if not path.exists():
-            foreign = [p for p in self.root.iterdir() if p.name != LOCK_FILE and not _is_temp(p.name)]
+            foreign = [p for p in self.root.iterdir() if not (WRITER_LOCK.fullmatch(p.name) or TEMP.fullmatch(p.name))]
             if foreign and not path.exists():
                 raise SynaugError(f"output folder {self.root} is not empty and is not a synaug store; choose a new or empty --out folder.")
             _create_exclusive(path, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
         existing = self._read_info()
         _check_same_source(self.root, existing, info)
         self._info = existing
-        self._remove_stale_temp_parts()
+        self._remove_abandoned(self.root, None)
         return self
+
+    def close(self) -> None:
+        """End this writer: release and remove its lock file (writing again takes a new one)."""
+        if self._liveness is not None:
+            (self.root / f".writer-{self.writer_id}.lock").unlink(missing_ok=True)
+            os.close(self._liveness)
+            self._liveness = None
 
     def clear(self) -> None:
         """Delete the store's contents (only a synaug store or an empty folder can be cleared)."""
@@ -178,9 +174,7 @@ class SyntheticStore:
         is unique. A filtered store (:mod:`synaug.filters`) adds its filter columns: the scores,
         ``kept`` and ``rejected_by``.
         """
-        with self._lock(exclusive=False):
-            table = _read_tables(self._manifest_files())
-        frame = _deduplicate(table).to_pandas(types_mapper=_NULLABLE_INTS.get)
+        frame = files.read_manifest(self.root).to_pandas(types_mapper=NULLABLE_INTS.get)
         frame["group_key"] = frame["group_id"].fillna(-1).astype("int64")
         if (self.root / FILTER_FILE).is_file():
             decisions = pq.read_table(self.root / FILTER_FILE).to_pandas()
@@ -259,28 +253,21 @@ class SyntheticStore:
         return f"{self.info['class_folders'][item.class_id]}/{name}"
 
     def discard_unfinished(self, items: Iterable[PlanItem]) -> int:
-        """Remove image and temp files left by killed runs for ``items`` (items with no manifest row).
+        """Remove the temp files that writers since killed left for ``items``; returns how many.
 
-        Only files of the given items are touched, so writers working on other items of the
-        same store are left alone. Returns the number of files removed.
+        Only temp files of ``items`` are touched, and only those of this writer or of writers
+        that are no longer running, so writers working on the same store are left alone. Images
+        without a row are kept: generating their item again replaces them with the same bytes.
         """
         wanted: dict[str, set[str]] = {}
         for item in items:
             folder, name = self.file_for(item).split("/")
             wanted.setdefault(folder, set()).add(name)
-        removed = 0
-        for folder, names in wanted.items():
-            path = self.root / folder
-            if not path.is_dir():
-                continue
-            for entry in os.scandir(path):
-                target = entry.name
-                if _is_temp(target):
-                    target = target[1:-4].rsplit(".", 1)[0]
-                if target in names:
-                    Path(entry.path).unlink(missing_ok=True)
-                    removed += 1
-        return removed
+        return sum(self._remove_abandoned(self.root / folder, names) for folder, names in wanted.items())
+
+    def discard_file(self, item: PlanItem) -> None:
+        """Remove ``item``'s image, left by an earlier run, before recording the item as failed."""
+        (self.root / self.file_for(item)).unlink(missing_ok=True)
 
     def write_image(self, item: PlanItem, image: torch.Tensor) -> str:
         """Write ``item``'s image (uint8 C x H x W, C = 1 or 3) as PNG, atomically; returns its relative path."""
@@ -288,7 +275,7 @@ class SyntheticStore:
 
         relative = self.file_for(item)
         target = self.root / relative
-        temp = target.with_name(f".{target.name}.{self.writer_id}.tmp")
+        temp = target.with_name(temp_name(target.name, self.writer_id))
         try:
             target.parent.mkdir(exist_ok=True)
             picture = Image.fromarray(_to_hwc(image))
@@ -334,23 +321,13 @@ class SyntheticStore:
             }
             row.update({f"score_{name}": float(value) for name, value in record.scores.items() if name != "criterion"})
             rows.append(row)
-        extra = sorted({name for row in rows for name in row} - set(MANIFEST_SCHEMA.names))
-        schema = pa.schema(list(MANIFEST_SCHEMA) + [(name, pa.float64()) for name in extra])
-        table = pa.Table.from_pylist(rows, schema=schema)
-        name = f"{PART_PREFIX}{self.writer_id}-{self._parts_written:08d}.parquet"
-        _write_parquet_atomic(table, self.root / name)
-        self._parts_written += 1
+        for folder in sorted({record.file.split("/")[0] for record in records if record.file is not None}):
+            files.fsync_folder(self.root / folder)  # the images' renames are durable before their rows
+        files.write_part(self.root, files.rows_table(rows), next(self._tags))
 
     def compact(self) -> None:
-        """Merge the part files into manifest.parquet (safe while other writers append)."""
-        with self._lock(exclusive=True):
-            parts = self._part_files()
-            if not parts:
-                return
-            table = _deduplicate(_read_tables(self._manifest_files()))
-            _write_parquet_atomic(table, self.root / MANIFEST_FILE)
-            for part in parts:
-                part.unlink(missing_ok=True)
+        """Merge the part files into manifest.parquet (safe while other writers append or compact)."""
+        files.compact(self.root, self._tags)
 
     # ---- helpers -------------------------------------------------------------------
     def _ensure_writable_folder(self) -> None:
@@ -375,40 +352,80 @@ class SyntheticStore:
             raise SynaugError(f"{path} is not a synaug store description (format {STORE_FORMAT}); use a new --out folder.")
         return info
 
-    @contextmanager
-    def _lock(self, exclusive: bool) -> Iterator[None]:
-        """An flock on store.lock: shared for readers, exclusive for compaction."""
-        path = self.root / LOCK_FILE
-        try:
-            handle = open(path, "a+b")
-        except OSError:
-            if exclusive:
-                raise
-            yield  # a read-only store: nobody can be compacting it
+    def _hold_liveness(self) -> None:
+        """Hold an flock on ``.writer-<id>.lock`` while this writer runs (see :meth:`_writer_alive`).
+
+        The lock is taken before the file gets its name, so nobody sees the file unlocked.
+        """
+        if self._liveness is not None:
             return
-        with handle:
-            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        path = self.root / f".writer-{self.writer_id}.lock"
+        fresh = path.with_name(path.name + ".new")
+        handle = os.open(fresh, os.O_CREAT | os.O_WRONLY, 0o666)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            warnings.warn(
+                f"file locks do not work in {self.root} ({exc.strerror or exc}): writers there cannot tell a killed "
+                f"writer's temp files from a running one's, so such files are removed after {STALE_TEMP_SECONDS // 60} minutes.",
+                stacklevel=3,
+            )
+        os.replace(fresh, path)
+        self._liveness = handle
+
+    def _check_file_system(self) -> None:
+        """Refuse a folder whose file system cannot hard-link or rename files (the manifest needs both)."""
+        probe, linked = (self.root / temp_name(name, next(self._tags)) for name in ("probe", "probe-link"))
+        try:
+            probe.touch()
+            os.link(probe, linked)
+            os.replace(linked, probe)
+        except OSError as exc:
+            raise SynaugError(
+                f"the file system of {self.root} cannot hard-link or rename files ({exc.strerror or exc}), which a store "
+                "needs to stay consistent; choose an --out folder on a local disk, NFS or another POSIX file system."
+            ) from None
+        finally:
+            linked.unlink(missing_ok=True)
+            probe.unlink(missing_ok=True)
+
+    def _writer_alive(self, writer: str) -> bool | None:
+        """Whether writer ``writer`` still runs (holds its lock file); None where file locks do not work."""
+        if writer == self.writer_id:
+            return True
+        try:
+            handle = os.open(self.root / f".writer-{writer}.lock", os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        except OSError as exc:
+            return True if exc.errno == errno.EWOULDBLOCK else None
+        finally:
+            os.close(handle)
+
+    def _remove_abandoned(self, folder: Path, targets: set[str] | None) -> int:
+        """Remove temp files in ``folder`` (those renamed to one of ``targets``, when given) and lock files of
+        writers no longer running; where locks do not work, those older than an hour. Returns how many."""
+        if not folder.is_dir():
+            return 0
+        removed, now = 0, time.time()
+        for entry in os.scandir(folder):
+            match = TEMP.fullmatch(entry.name) or WRITER_LOCK.fullmatch(entry.name)
+            if match is None or (targets is not None and (match.re is WRITER_LOCK or match.group(1) not in targets)):
+                continue
+            writer = match.group(2) if match.re is TEMP else match.group(1)
+            alive = self._writer_alive(writer)
             try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def _part_files(self) -> list[Path]:
-        return sorted(p for p in self.root.glob(f"{PART_PREFIX}*.parquet"))
-
-    def _manifest_files(self) -> list[Path]:
-        compacted = self.root / MANIFEST_FILE
-        return ([compacted] if compacted.is_file() else []) + self._part_files()
-
-    def _remove_stale_temp_parts(self) -> None:
-        """Temp part files left by killed writers (older than an hour, so none is still being written)."""
-        now = time.time()
-        for temp in self.root.glob(f".{PART_PREFIX}*.tmp"):
-            try:
-                if now - temp.stat().st_mtime > STALE_TEMP_SECONDS:
-                    temp.unlink()
+                if alive is False or (alive is None and now - entry.stat().st_mtime > STALE_TEMP_SECONDS):
+                    os.unlink(entry.path)
+                    removed += 1
             except FileNotFoundError:
                 pass
+        return removed
 
 
 def _distinct_names(names: Sequence[str]) -> list[str]:
@@ -424,10 +441,6 @@ def _distinct_names(names: Sequence[str]) -> list[str]:
         taken.add(folder.casefold())
         result.append(folder)
     return result
-
-
-def _is_temp(name: str) -> bool:
-    return name.startswith(".") and name.endswith(".tmp")
 
 
 def _canonical_json(value) -> str:
@@ -471,53 +484,6 @@ def _create_exclusive(path: Path, text: str) -> None:
         raise SynaugError(f"cannot write {path} ({exc.strerror or exc}); choose a writable folder with --out.") from None
     finally:
         temp.unlink(missing_ok=True)
-
-
-def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(temp, "wb") as out:
-            pq.write_table(table, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise SynaugError(f"could not write {path} ({exc.strerror or exc}); free disk space or fix permissions, then re-run to resume.") from None
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def _read_tables(paths: Sequence[Path]) -> pa.Table:
-    tables = []
-    for path in paths:
-        try:
-            tables.append(pq.read_table(path))
-        except FileNotFoundError:
-            continue  # merged and removed by a compaction since it was listed
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise SynaugError(f"manifest file {path} is unreadable ({exc}); delete it and re-run the same command to regenerate its images.") from None
-    if not tables:
-        return MANIFEST_SCHEMA.empty_table()
-    return pa.concat_tables(tables, promote_options="default")
-
-
-def _deduplicate(table: pa.Table) -> pa.Table:
-    """One row per item key, sorted by key: ok before failed, then the lowest attempt, then the file name."""
-    keys = pd.DataFrame(
-        {
-            "class_id": table["class_id"].to_numpy(zero_copy_only=False),
-            "group_key": table["group_id"].fill_null(-1).to_numpy(zero_copy_only=False),
-            "index": table["index"].to_numpy(zero_copy_only=False),
-            "rank": (table["status"].to_numpy(zero_copy_only=False) != STATUS_OK),
-            "attempt": table["attempt"].to_numpy(zero_copy_only=False),
-            "file": table["file"].fill_null("").to_numpy(zero_copy_only=False),
-        }
-    )
-    keys = keys.sort_values(["class_id", "group_key", "index", "rank", "attempt", "file"], kind="stable")
-    first = keys.drop_duplicates(["class_id", "group_key", "index"], keep="first").index.to_numpy()
-    return table.take(first)
 
 
 def _to_hwc(image: torch.Tensor) -> np.ndarray:
