@@ -22,15 +22,20 @@ def test_synaug_run_produces_the_report(tmp_path, monkeypatch, capsys):
             out,
             generator={"spec": str(generator), "steps": 2, "dtype": "fp32"},
             runs={"recipes": ["ce", "ce_crt", "synaug", "oracle"], "seeds": [0, 1]},
+            train={"tensorboard": str(tmp_path / "tb")},
         ),
     )
     code, stdout, err = run_cli(capsys, "run", config, "--no-progress")
     assert code == 0, err
+    runs = sorted(p.name for p in (tmp_path / "tb").iterdir())  # one TensorBoard run per training (ce_crt reuses ce's)
+    assert runs == ["ce-seed0", "ce-seed1", "oracle-seed0", "oracle-seed1", "synaug-seed0", "synaug-seed1"]
+    assert all(len(list((tmp_path / "tb" / run).glob("events.out.tfevents.*"))) == 1 for run in runs)
 
     report = out / "report"
     assert {p.name for p in report.iterdir()} == {
         "report.md", "results.json", "results.png", "class_histogram.png", "per_class_accuracy.png",
         "confusion_matrix-ce-crt.png", "confusion_matrix-synaug.png", "samples.png",
+        "curves-ce.png", "curves-ce_crt.png", "curves-synaug.png", "curves-oracle.png",
     }
     results = json.loads((report / "results.json").read_text())
     assert list(results["recipes"]) == ["ce", "ce_crt", "synaug", "oracle"]
@@ -48,6 +53,8 @@ def test_synaug_run_produces_the_report(tmp_path, monkeypatch, capsys):
     assert f"synaug run {config}" in markdown and config.read_text().strip() in markdown
     assert "| CE + cRT | 46 | 0 |" in markdown and "| SYNAuG (fill + Mixup + cRT) | 46 | 54 |" in markdown
     assert "![samples](samples.png)" in markdown and "## Stage timings" in markdown
+    assert "![SYNAuG (fill + Mixup + cRT): training curves](curves-synaug.png)" in markdown
+    assert [len(run["history"]) for run in results["runs"]] == [1] * 8  # one epoch each, kept with the checkpoint
     for row in ("CE + cRT", "SYNAuG", "balanced real", "overall", "few"):
         assert row in stdout
     assert "report: " in stdout

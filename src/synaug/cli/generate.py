@@ -30,7 +30,7 @@ from synaug.errors import SynaugError
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import SyntheticStore
 from synaug.plan.planner import STRATEGIES, SynthesisPlan, overgenerate, plan_for_dataset
-from synaug.plan.prompts import parse_name_overrides
+from synaug.plan.prompts import TEMPLATE_SETS, parse_name_overrides
 
 if TYPE_CHECKING:
     from synaug.generate.bench import BenchResult
@@ -54,6 +54,8 @@ class PlanOptions(DatasetOptions):
     budget: Optional[int] = None
     overgenerate: Optional[float] = None
     template: list = field(default_factory=list)
+    template_set: Optional[str] = None
+    descriptions: Optional[str] = None
     negative_prompt: Optional[str] = None
     class_prompt_names: Union[list, dict] = field(default_factory=list)
     seed: int = 0
@@ -126,6 +128,8 @@ def plan(
     budget: Annotated[Optional[int], typer.Option("--budget", help="budget: total synthetic images, split by each class's shortfall.")] = None,
     overgenerate: Annotated[Optional[float], typer.Option("--overgenerate", help="Make FACTOR x the images needed; `synaug filter` keeps the best.")] = None,
     template: Annotated[Optional[list[str]], typer.Option("--template", help="Prompt template with {class} (and {context} for groups); repeat to rotate several.")] = None,
+    template_set: Annotated[Optional[str], typer.Option("--template-set", help=f"Built-in templates instead of --template: {' | '.join(TEMPLATE_SETS)} (see the README).")] = None,
+    descriptions: Annotated[Optional[str], typer.Option("--descriptions", help="Text file of prompts, one 'CLASS: prompt' (or 'CLASS | GROUP: prompt') per line, e.g. written by an LLM.")] = None,
     negative_prompt: Annotated[Optional[str], typer.Option("--negative-prompt", help="Negative prompt for classifier-free guidance.")] = None,
     class_prompt_names: Annotated[Optional[list[str]], typer.Option("--class-prompt-names", help="CLASS=NAME: write CLASS as NAME in prompts (repeatable).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Run seed every image's seed derives from (default: 0).")] = None,
@@ -141,8 +145,8 @@ def plan(
     given = given_options(
         config, dataset=dataset, root=root, split=split, list_file=list_file, size=size, channels=channels, index=index,
         longtail=longtail, max_per_class=max_per_class, reserve=reserve, strategy=strategy, target=target, budget=budget, overgenerate=overgenerate,
-        template=template or None, negative_prompt=negative_prompt, class_prompt_names=class_prompt_names or None,
-        seed=seed, rate=rate, estimate=estimate, bench=bench, sample_store=sample_store, workers=workers, plan=plan_file, out=out,
+        template=template or None, template_set=template_set, descriptions=descriptions, negative_prompt=negative_prompt,
+        class_prompt_names=class_prompt_names or None, seed=seed, rate=rate, estimate=estimate, bench=bench, sample_store=sample_store, workers=workers, plan=plan_file, out=out,
     )
     options = build_options(PlanOptions, given, config)
     if options.rate is not None and options.rate <= 0:
@@ -324,7 +328,7 @@ def warn_outside_vocabulary(synthesis: SynthesisPlan, generator: str) -> None:
     unknown = [
         name for class_id, name in enumerate(synthesis.class_names)
         if synthetic[class_id] and not any(
-            spec.names_a_class(synthesis.prompt(class_id, group, index)) for group in groups for index in range(len(synthesis.templates))
+            spec.names_a_class(synthesis.prompt(class_id, group, index)) for group in groups for index in range(synthesis.prompt_count(class_id, group))
         )
     ]
     if unknown:
@@ -340,7 +344,7 @@ def warn_outside_vocabulary(synthesis: SynthesisPlan, generator: str) -> None:
         name for group, name in enumerate(synthesis.group_names)
         if not any(
             context in synthesis.prompt(class_id, group, index).casefold()
-            for context in contexts for class_id in range(len(synthesis.class_names)) for index in range(len(synthesis.templates))
+            for context in contexts for class_id in range(len(synthesis.class_names)) for index in range(synthesis.prompt_count(class_id, group))
         )
     ]
     if unknown_groups:
@@ -481,6 +485,8 @@ def _make_plan(options: PlanOptions, given: dict[str, Any]) -> SynthesisPlan:
         target=options.target,
         budget=options.budget,
         templates=[str(t) for t in options.template],
+        template_set=options.template_set,
+        descriptions=options.descriptions,
         class_prompt_names={str(k): str(v) for k, v in names.items()} if isinstance(names, dict) else parse_name_overrides([str(n) for n in names]),
         negative_prompt=options.negative_prompt,
         seed=options.seed,

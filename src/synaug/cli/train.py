@@ -122,6 +122,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Training seed (weights, batches, augmentation).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda.")] = None,
     amp: Annotated[Optional[str], typer.Option("--amp", help="auto, off, bf16 or fp16.")] = None,
+    tensorboard: Annotated[Optional[str], typer.Option("--tensorboard", help="Write TensorBoard event files of each epoch's loss and accuracy to this folder (needs the tensorboard extra).")] = None,
     crt: Annotated[Optional[bool], typer.Option("--crt/--no-crt", help="Also re-train the classifier class-balanced (cRT).")] = None,
     crt_source: Annotated[Optional[str], typer.Option("--crt-source", help="cRT on 'real' (default) or 'real+synthetic' images.")] = None,
     out: OutOpt = None,
@@ -132,7 +133,7 @@ def train(
         config, dataset=dataset, root=root, list_file=list_file, test_list_file=test_list_file, size=size, index=index, longtail=longtail,
         max_per_class=max_per_class, per_class=per_class, synthetic=synthetic, recipe=recipe, model=model,
         epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr=backbone_lr, resolution=resolution, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
-        domain_mixup=domain_mixup, seed=seed, device=device, amp=amp, crt=crt, crt_source=crt_source, out=out,
+        domain_mixup=domain_mixup, seed=seed, device=device, amp=amp, tensorboard=tensorboard, crt=crt, crt_source=crt_source, out=out,
     )
     folder = Path(options.out)
     train_data, test_data, source = _training_data(options)

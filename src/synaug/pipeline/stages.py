@@ -680,8 +680,10 @@ class Pipeline:
         dro = self.config.group_dro
         if recipe.objective == "group_dro":
             config = replace(config, weight_decay=dro.weight_decay)
+        if config.tensorboard is not None:  # one TensorBoard run per training; where it goes never changes the model
+            config = replace(config, tensorboard=str(Path(config.tensorboard) / f"{recipe.name}-seed{seed}"))
         inputs = self._training_set_inputs(recipe, data, fill, extra)
-        inputs["train"] = to_dict(config)
+        inputs["train"] = {k: v for k, v in to_dict(config).items() if k != "tensorboard"}
         if recipe.objective == "group_dro":  # only then, so the other trainings keep their digests
             inputs["group_dro"] = {"step_size": dro.step_size, "adjustment": dro.adjustment}
         label = f"{config.model} on the '{recipe.training_set}' set{' with Mixup' if recipe.mixup else ''}, seed {seed}"
@@ -823,6 +825,8 @@ class Pipeline:
         return resolve_device(self.config.train.device)
 
     def _run_result(self, recipe: Recipe, seed: int, model: ModelOutput, metrics: dict[str, Any], store: StoreOutput | None) -> RunResult:
+        from synaug.train.checkpoint import read_history
+
         record = model.record
         return RunResult(
             recipe=recipe.name,
@@ -834,6 +838,7 @@ class Pipeline:
             real_per_class=list(record.get("real_per_class", [])),
             train_seconds=record.get("train_seconds"),
             feedback=store.feedback if store is not None else None,
+            history=read_history(model.checkpoint),
         )
 
     def _label(self, recipe: Recipe) -> str:

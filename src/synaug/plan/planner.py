@@ -40,7 +40,8 @@ import numpy as np
 from synaug.data.dataset import LabeledImages
 from synaug.data.registry import write_atomic
 from synaug.errors import SynaugError
-from synaug.plan.prompts import DEFAULT_GROUP_TEMPLATES, DEFAULT_TEMPLATES, check_templates, prompt_names, render_prompt
+from synaug.plan.descriptions import check_descriptions, description_key, read_descriptions
+from synaug.plan.prompts import DEFAULT_GROUP_TEMPLATES, DEFAULT_TEMPLATES, check_templates, prompt_names, render_prompt, template_set
 
 STRATEGIES = ("fill-to-max", "fill-to", "budget", "class-only")
 FINAL_COUNTS = "final-counts"
@@ -76,6 +77,8 @@ class SynthesisPlan:
     synthetic_counts : synthetic images per class or cell, same shape as ``real_counts``.
     group_names : group names for a cell plan, else None.
     templates : prompt templates, rotating by image index.
+    descriptions : prompts per class ("Sandal") or cell ("Sandal | beach"), used word for word
+        instead of the templates, rotating by image index (see :mod:`synaug.plan.descriptions`).
     prompt_names : class names as written in prompts (default: ``class_names``).
     group_prompt_names : group names as written in prompts (default: ``group_names``).
     negative_prompt : negative prompt for classifier-free guidance, or None.
@@ -102,6 +105,7 @@ class SynthesisPlan:
     budget: int | None = None
     group_prompt_names: list[str] | None = None
     keep_counts: np.ndarray | None = None
+    descriptions: dict[str, list[str]] | None = None
 
     def __post_init__(self) -> None:
         self.class_names = [str(n) for n in self.class_names]
@@ -133,6 +137,8 @@ class SynthesisPlan:
                 raise SynaugError("plan keep_counts must have one count per class (cell), between 0 and its synthetic count; rebuild the plan.")
         if self.channels not in (None, 1, 3):
             raise SynaugError(f"plan channels must be 1 or 3, not {self.channels}.")
+        if self.descriptions is not None:
+            self.descriptions = check_descriptions(self.descriptions, self.class_names, self.group_names, where="plan descriptions")
 
     # ---- facts ---------------------------------------------------------------------
     @property
@@ -147,10 +153,21 @@ class SynthesisPlan:
         return self.real_counts.sum(axis=1), self.synthetic_counts.sum(axis=1)
 
     def prompt(self, class_id: int, group_id: int | None, index: int) -> str:
-        """Prompt of image ``index`` of a class (and group): templates rotate by index."""
+        """Prompt of image ``index`` of a class (and group): its descriptions, else the templates, rotate by index."""
+        if self.descriptions is not None:
+            group_name = None if group_id is None else self.group_names[group_id]
+            prompts = self.descriptions[description_key(self.class_names[class_id], group_name)]
+            return prompts[index % len(prompts)]
         template = self.templates[index % len(self.templates)]
         group = None if group_id is None else (self.group_prompt_names or self.group_names)[group_id]
         return render_prompt(template, self.prompt_names[class_id], group)
+
+    def prompt_count(self, class_id: int, group_id: int | None = None) -> int:
+        """How many different prompts a class (or cell) rotates through."""
+        if self.descriptions is None:
+            return len(self.templates)
+        group_name = None if group_id is None else self.group_names[group_id]
+        return len(self.descriptions[description_key(self.class_names[class_id], group_name)])
 
     def rows(self) -> Iterator[PlanItem]:
         """One item per synthetic image, class by class (then group by group), index ascending."""
@@ -190,6 +207,8 @@ class SynthesisPlan:
             determining["group_prompt_names"] = self.group_prompt_names
         if self.keep_counts is not None:  # likewise
             determining["keep_counts"] = self.keep_counts.tolist()
+        if self.descriptions is not None:  # likewise
+            determining["descriptions"] = self.descriptions
         text = json.dumps(determining, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -207,6 +226,7 @@ class SynthesisPlan:
             "real_counts": self.real_counts.tolist(),
             "synthetic_counts": self.synthetic_counts.tolist(),
             "templates": self.templates,
+            "descriptions": self.descriptions,
             "negative_prompt": self.negative_prompt,
             "seed": self.seed,
             "image_size": list(self.image_size) if self.image_size else None,
@@ -226,7 +246,8 @@ class SynthesisPlan:
         if not isinstance(data, Mapping) or data.get("synaug_plan") != PLAN_FORMAT:
             raise SynaugError(f"{where} is not a synaug plan (format {PLAN_FORMAT}); write one with `synaug plan --out`.")
         keys = ("strategy", "class_names", "real_counts", "synthetic_counts", "group_names", "templates", "prompt_names",
-                "negative_prompt", "seed", "image_size", "channels", "target", "budget", "group_prompt_names", "keep_counts")
+                "negative_prompt", "seed", "image_size", "channels", "target", "budget", "group_prompt_names", "keep_counts",
+                "descriptions")
         missing = [k for k in keys[:4] if k not in data]
         if missing:
             raise SynaugError(f"{where} lacks '{missing[0]}'; write the plan again with `synaug plan --out`.")
@@ -269,6 +290,8 @@ def make_plan(
     budget: int | None = None,
     group_names: Sequence[str] | None = None,
     templates: Sequence[str] | None = None,
+    template_set: str | None = None,
+    descriptions: str | Path | Mapping | None = None,
     class_prompt_names: Mapping[str, str] | None = None,
     group_prompt_names: Mapping[str, str] | None = None,
     negative_prompt: str | None = None,
@@ -279,6 +302,9 @@ def make_plan(
     """A plan from real ``counts`` per class (shape (C,)) or per cell (shape (C, G) with ``group_names``).
 
     ``strategy`` is one of ``STRATEGIES`` (see the module doc) or a mapping of final counts.
+    Prompts come from ``templates``, or the built-in ``template_set`` ("plain" or "modifier",
+    see :mod:`synaug.plan.prompts`), or ``descriptions``: a descriptions file or a mapping of
+    prompts per class or cell (see :mod:`synaug.plan.descriptions`); give at most one of the three.
     ``class_prompt_names`` renames classes in prompts ("T-shirt/top" -> "t-shirt"), ``group_prompt_names``
     groups ("water" -> "lake"); the latter applies to plans with groups only.
     """
@@ -306,13 +332,15 @@ def make_plan(
             synthetic = np.maximum(int(target) - real, 0)
         else:
             synthetic = split_budget(int(budget), real.max() - real)
+    templates, described = _prompt_sources(templates, template_set, descriptions, class_names, group_names)
     return SynthesisPlan(
         strategy=name,
         class_names=class_names,
         real_counts=real,
         synthetic_counts=synthetic,
         group_names=group_names,
-        templates=list(templates or []),
+        templates=templates,
+        descriptions=described,
         prompt_names=prompt_names(class_names, class_prompt_names),
         group_prompt_names=None if group_names is None or not group_prompt_names else prompt_names(group_names, group_prompt_names, "group"),
         negative_prompt=negative_prompt,
@@ -378,6 +406,23 @@ def derive_seed(run_seed: int, class_id: int, group_id: int | None, index: int, 
     """The seed of one image: numpy SeedSequence of (run seed, class, group, index, attempt), below 2**63."""
     entropy = [int(run_seed), int(class_id), 0 if group_id is None else int(group_id) + 1, int(index), int(attempt)]
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def _prompt_sources(
+    templates: Sequence[str] | None, set_name: str | None, descriptions: str | Path | Mapping | None,
+    class_names: list[str], group_names: list[str] | None,
+) -> tuple[list[str], dict[str, list[str]] | None]:
+    """(templates, descriptions) of a plan from the one prompt source given (none: the default templates)."""
+    given = [name for name, value in (("templates", templates), ("template_set", set_name), ("descriptions", descriptions)) if value]
+    if len(given) > 1:
+        raise SynaugError(f"give one source of prompts, not both {given[0]} and {given[1]}; drop one of them.")
+    if set_name:
+        return template_set(set_name, with_groups=group_names is not None), None
+    if descriptions is None:
+        return list(templates or []), None
+    if isinstance(descriptions, Mapping):
+        return [], check_descriptions(descriptions, class_names, group_names)
+    return [], read_descriptions(descriptions, class_names, group_names)
 
 
 def _check_parameters(strategy: str, target: int | None, budget: int | None) -> None:

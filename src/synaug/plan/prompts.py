@@ -4,6 +4,20 @@ A template must use the field ``{class}`` (the class name as written in prompts)
 data it may also use ``{context}`` or its synonym ``{group}`` (the group's name). When a plan
 has several templates they rotate by image index: image ``i`` of a class uses template
 ``i % len(templates)``.
+
+Built-in template sets (:data:`TEMPLATE_SETS`, chosen with ``template_set``):
+
+``plain``
+    Five neutral phrasings of a photo of the class, such as "a photo of a {class}" and
+    "a picture of a {class}".
+``modifier``
+    "a photo of {modifier} {class}" with each of the 20 :data:`MODIFIERS` (size, age, state,
+    colour and pattern words such as "a small", "an old", "a striped"), one template per
+    modifier, in that order.
+
+For class x group plans every template gets ", {context}" appended. The default (no
+templates, no set) stays :data:`DEFAULT_TEMPLATES`. Per-class prompts written by hand, by an
+LLM or by a captioner come from a descriptions file instead (:mod:`synaug.plan.descriptions`).
 """
 
 from __future__ import annotations
@@ -15,6 +29,22 @@ from synaug.errors import SynaugError
 
 DEFAULT_TEMPLATES = ("a photo of a {class}",)
 DEFAULT_GROUP_TEMPLATES = ("a photo of a {class}, {context}",)
+PLAIN_TEMPLATES = (
+    "a photo of a {class}",
+    "a photo of the {class}",
+    "a picture of a {class}",
+    "an image of a {class}",
+    "a snapshot of a {class}",
+)
+MODIFIERS = (
+    "a small", "a large", "an old", "a new", "a clean", "a worn", "a bright", "a dark", "a colorful", "a plain",
+    "a shiny", "a matte", "a striped", "a patterned", "a simple", "a detailed", "a modern", "a vintage", "a light", "a heavy",
+)
+TEMPLATE_SETS = {
+    "plain": PLAIN_TEMPLATES,
+    "modifier": tuple(f"a photo of {modifier} {{class}}" for modifier in MODIFIERS),
+}
+GROUP_SUFFIX = ", {context}"
 CLASS_FIELDS = ("class",)
 GROUP_FIELDS = ("context", "group")
 
@@ -50,6 +80,13 @@ def check_templates(templates: Sequence[str], with_groups: bool) -> list[str]:
                 f"put the class name in it, e.g. '{template} of a {{class}}'."
             )
     return templates
+
+
+def template_set(name: str, with_groups: bool = False) -> list[str]:
+    """The templates of the built-in set ``name`` (see the module doc); with groups, each ends in ", {context}"."""
+    if name not in TEMPLATE_SETS:
+        raise SynaugError(f"unknown template set '{name}'; use one of {', '.join(TEMPLATE_SETS)}, or give your own templates.")
+    return [template + GROUP_SUFFIX if with_groups else template for template in TEMPLATE_SETS[name]]
 
 
 def render_prompt(template: str, class_name: str, group_name: str | None = None) -> str:

@@ -28,7 +28,8 @@ class RunResult:
 
     ``metrics`` is a :func:`synaug.evaluate.evaluate` dict (on group data with a ``group_report``); ``sample_counts`` the real and
     synthetic images it trained on; ``synthetic_per_class`` the synthetic images per class;
-    ``feedback`` the guidance of its synthetic images (FG rows: criterion, budget, ...), else None.
+    ``feedback`` the guidance of its synthetic images (FG rows: criterion, budget, ...), else None;
+    ``history`` the per-epoch training history of its model (see :attr:`synaug.train.TrainResult.history`).
     """
 
     recipe: str
@@ -40,6 +41,7 @@ class RunResult:
     real_per_class: list[int] = field(default_factory=list)
     train_seconds: float | None = None
     feedback: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

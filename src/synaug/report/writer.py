@@ -9,6 +9,7 @@
     REPORT/per_class_accuracy.png    per-class accuracy, baseline vs SYNAuG (means over seeds)
     REPORT/confusion_matrix-<recipe>.png   baseline and SYNAuG, first seed (up to 30 classes)
     REPORT/samples.png               synthetic images of each class next to real ones
+    REPORT/curves-<recipe>.png       training loss and accuracy per epoch, seeds overlaid (:mod:`synaug.report.curves`)
 
 A group run's report (``ReportInputs.groups`` set) shows the group metrics instead of the
 per-class section: its table has worst-group accuracy, the mean weighted by the training
@@ -40,6 +41,7 @@ from synaug.data.describe import plot_class_histogram
 from synaug.data.registry import write_atomic
 from synaug.evaluate.groups import plot_group_accuracy
 from synaug.evaluate.plots import LABELLED_CLASSES_MAX, plot_confusion_matrix, plot_per_class_accuracy
+from synaug.report.curves import plot_training_curves
 from synaug.report.results import (
     GROUP_METRIC_LABELS,
     GROUP_METRICS,
@@ -201,6 +203,7 @@ def _figures(inputs: ReportInputs, summaries: list[RecipeSummary], first: dict[s
         generated, real = _grid_classes(inputs.generated_samples, inputs.real_samples, inputs.counts_before)
         sample_grid(generated, real, out / "samples.png")
         figures["samples"] = "samples.png"
+    figures.update({f"curves:{recipe}": name for recipe, name in plot_training_curves(inputs.runs, out).items()})
     return figures
 
 
@@ -298,10 +301,21 @@ def _markdown(inputs: ReportInputs, summaries: list[RecipeSummary], figures: dic
     if "samples" in figures:
         parts.append(f"\n## Synthetic next to real\n\nFor each class a row of synthetic images, then a row of real ones "
                      f"(black squares: fewer images than the row holds).\n\n![samples]({figures['samples']})\n")
+    parts.append(_curves_section(summaries, figures))
 
     parts.append("\n## Stage timings\n\n" + _timings_table(inputs))
     parts.append(_reproduce(inputs))
     return "".join(parts)
+
+
+def _curves_section(summaries: list[RecipeSummary], figures: dict[str, str]) -> str:
+    """One training-curves figure per recipe (seeds overlaid), or nothing when no run kept a history."""
+    shown = [(s.label, figures[f"curves:{s.recipe}"]) for s in summaries if f"curves:{s.recipe}" in figures]
+    if not shown:
+        return ""
+    lines = ["\n## Training curves\n\nLoss and accuracy on the training batches per epoch (after augmentation), one line per seed.\n"]
+    lines += [f"\n![{label}: training curves]({name})\n" for label, name in shown]
+    return "".join(lines)
 
 
 def _group_sections(inputs: ReportInputs, summaries: list[RecipeSummary], figures: dict[str, str], spread: str) -> str:

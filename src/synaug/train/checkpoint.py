@@ -57,6 +57,16 @@ def save_checkpoint(result: TrainResult, folder: str | Path, extra: dict[str, An
     return folder
 
 
+def read_history(folder: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch training history a checkpoint keeps (one dict per epoch; empty when it has none)."""
+    path = checkpoint_folder(folder) / CONFIG_FILE
+    try:
+        history = json.loads(path.read_text()).get("history", [])
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise SynaugError(f"{path} is not valid checkpoint JSON ({exc}); re-run `synaug train --out {run_folder(path.parent)}`.") from None
+    return history if isinstance(history, list) else []
+
+
 def run_folder(checkpoint: Path) -> Path:
     """The `synaug train --out` folder ``checkpoint`` sits in (as checkpoint/ or checkpoint-crt/), else ``checkpoint``."""
     return checkpoint.parent if checkpoint.name in ("checkpoint", "checkpoint-crt") else checkpoint

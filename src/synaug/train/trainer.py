@@ -14,8 +14,10 @@ each contributed. The same seed on the same data gives identical weights on the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from synaug.train.augment import BatchAugment, check_mixing
 from synaug.train.distributed import all_reduce_sum, broadcast_buffers, init_distributed, wrap_model
 from synaug.train.backbones import is_backbone_name, parameter_groups
 from synaug.train.models import Normalizer, build_model, check_model_name
+from synaug.train.tensorboard import EpochLog, check_tensorboard
 
 SCHEDULES = ("onecycle", "cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
@@ -72,6 +75,9 @@ class TrainConfig:
     num_workers : DataLoader workers for file-backed data.
     compile : run the model through ``torch.compile`` (a one-off compile time; fewer, fused
         kernels per step, which pays off for long GPU runs).
+    tensorboard : folder for TensorBoard event files of the per-epoch history (needs the
+        ``tensorboard`` extra; see :mod:`synaug.train.tensorboard`); None writes none. It
+        never changes the weights.
 
     Under ``torchrun`` (see :mod:`synaug.train.distributed`) ``batch_size`` is the global batch,
     split evenly between the processes, so it must be a multiple of their number.
@@ -104,6 +110,7 @@ class TrainConfig:
     num_workers: int = 2
     compile: bool = False
     resolution: int | None = None
+    tensorboard: str | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # YAML may give "1e-3" as text or 2 for 2.0
@@ -132,6 +139,11 @@ class TrainConfig:
         if self.schedule == "step" and (self.gamma <= 0 or any(m < 1 for m in self.milestones)):
             raise SynaugError("the step schedule needs gamma > 0 and milestones given as epochs >= 1, e.g. [160, 180].")
         check_mixing(self.mixup_alpha, self.cutmix_alpha, self.mix_prob, self.domain_mixup)
+        if self.tensorboard is not None:
+            if isinstance(self.tensorboard, bool) or not isinstance(self.tensorboard, (str, os.PathLike)) or not str(self.tensorboard).strip():
+                raise SynaugError(f"tensorboard must be a folder for the event files, e.g. runs/tensorboard; got {self.tensorboard!r}.")
+            self.tensorboard = str(self.tensorboard)
+            check_tensorboard()
 
     @property
     def warmup(self) -> float:
@@ -446,7 +458,8 @@ def train_classifier(
     history: list[dict] = []
     started = time.perf_counter()
     trained.train()
-    with _progress_bar(progress and context.is_main) as bar:
+    log = EpochLog(config.tensorboard) if config.tensorboard is not None and context.is_main else contextlib.nullcontext()
+    with _progress_bar(progress and context.is_main) as bar, log:
         task = bar.add_task("training", total=config.epochs * steps_per_epoch, stats="")
         for epoch in range(config.epochs):
             epoch_start = time.perf_counter()
@@ -474,6 +487,8 @@ def train_classifier(
             totals = all_reduce_sum(totals, context)  # every process's images
             record = _epoch_record(epoch, lr, totals.cpu().numpy(), time.perf_counter() - epoch_start)
             history.append(record)
+            if isinstance(log, EpochLog):
+                log.write(record)
             bar.update(task, stats=f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.3f}  acc {record['accuracy']:.1%}")
     broadcast_buffers(model, context)  # rank 0's BatchNorm statistics everywhere
     model.eval()
