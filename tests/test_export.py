@@ -91,6 +91,35 @@ def test_imagefolder_export_is_class_folders_with_a_metadata_csv(store, tmp_path
     assert set(metadata["source"]) == {"synthetic"}
 
 
+class Brightness:
+    """A filter scorer: each image's mean pixel value."""
+
+    name = "brightness"
+
+    def settings(self) -> dict:
+        return {"name": self.name}
+
+    def score(self, data, prompts):
+        return {"brightness": data.stack(range(len(data))).float().mean(dim=(1, 2, 3)).numpy()}
+
+
+def test_a_filtered_store_exports_its_kept_images_with_their_scores(tmp_path):
+    from synaug.filters import FilterStep, filter_store
+
+    store = make_store(tmp_path / "store")
+    filter_store(store, [FilterStep(Brightness(), keep_best=1)])
+    export_store(store.root, tmp_path / "kept", "imagefolder")
+    kept = pd.read_csv(tmp_path / "kept" / "metadata.csv")
+    assert sorted(kept["class_name"]) == ["Bag", "Sandal"] and kept["kept"].all()
+    assert kept["filter_brightness"].notna().all()
+    export_store(store.root, tmp_path / "all", "imagefolder", include_rejected=True)
+    every = pd.read_csv(tmp_path / "all" / "metadata.csv")
+    assert len(every) == 5 and every["kept"].sum() == 2
+    assert set(every.loc[~every["kept"], "rejected_by"]) == {"brightness"}
+    best = every[every["kept"]].set_index("class_name")["filter_brightness"]
+    assert all(best[c] == every.loc[every["class_name"] == c, "filter_brightness"].max() for c in ("Bag", "Sandal"))
+
+
 def test_export_target_that_is_not_empty_is_a_one_line_error(store, tmp_path):
     taken = tmp_path / "taken"
     taken.mkdir()

@@ -21,8 +21,10 @@ Columns: ``label`` (the class index in the store's plan), ``class_name``, ``sour
 ("synthetic" or "real"), ``group`` (group data only), ``prompt``, ``seed``, ``generator``
 (the generator id), then every other column the store's manifest records that has a value
 (the plan index, the attempt, the plan digest, the generator settings as JSON, the feedback
-criterion, scores such as ``score_clip``, the exemplar, ...). Real images have no prompt,
-seed or generator. Only finished images are exported; synthetic rows come first.
+criterion, the filter scores such as ``filter_clip`` with ``kept`` and ``rejected_by``, the
+exemplar, ...). Real images have no prompt, seed or generator. Only finished images are
+exported, and of a filtered store (:mod:`synaug.filters`) only those its filter kept, as
+training uses them, unless ``include_rejected``; synthetic rows come first.
 
 Synthetic files keep their store name with a ``synthetic-`` prefix, real ones are
 ``real-<n>.png`` (``n`` their position in the real data), so the two never collide. The
@@ -98,18 +100,20 @@ def export_store(
     *,
     real: LabeledImages | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
+    include_rejected: bool = False,
 ) -> ExportSummary:
     """Write the finished images of ``store`` (and ``real``'s, when given) to ``out`` in ``format``.
 
     ``format`` is one of :data:`EXPORT_FORMATS` (see the module doc); ``real`` must have the
-    store's classes (and groups); ``shard_size`` is the samples per WebDataset shard. ``out``
+    store's classes (and groups); ``shard_size`` is the samples per WebDataset shard;
+    ``include_rejected`` also exports the images a filter rejected (see ``kept``). ``out``
     must not exist or be an empty folder. Bad input is a one-line :class:`SynaugError`
     raised before anything is written.
     """
     out = Path(out)
     _check_request(format, out, shard_size)
     source = SyntheticStore(store)
-    samples = list(_synthetic_samples(source))
+    samples = list(_synthetic_samples(source, include_rejected))
     synthetic = len(samples)
     if not synthetic:
         raise SynaugError(f"store {source.root} holds no finished image to export; fill it with `synaug generate --out {source.root}`.")
@@ -145,10 +149,12 @@ def _check_request(format: str, out: Path, shard_size: int) -> None:
             raise SynaugError("the webdataset format needs the webdataset package; install it with `pip install 'synaug[export]'`.") from None
 
 
-def _synthetic_samples(store: SyntheticStore) -> Iterator[_Sample]:
-    """The store's finished images with their manifest columns (renamed as the module doc says)."""
+def _synthetic_samples(store: SyntheticStore, include_rejected: bool) -> Iterator[_Sample]:
+    """The store's finished (and, unless ``include_rejected``, kept) images with their manifest columns, renamed as the module doc says."""
     manifest = store.manifest()
     manifest = manifest[manifest["status"] == STATUS_OK]
+    if "kept" in manifest and not include_rejected:
+        manifest = manifest[manifest["kept"].fillna(False).astype(bool)]
     folders = store.info["class_folders"]
     extra = [c for c in manifest.columns if c not in _DROPPED and _RENAMED.get(c, c) not in CORE_COLUMNS]
     for row in manifest.to_dict("records"):

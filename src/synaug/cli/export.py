@@ -24,12 +24,13 @@ def export(
     out: Annotated[Optional[Path], typer.Option("--out", help="New (or empty) folder to write the export to.")] = None,
     real_data: Annotated[Optional[str], typer.Option("--real-data", help="Also export the real images: index file (.json) of `synaug data longtail` or the options YAML given to `synaug plan`.")] = None,
     shard_size: Annotated[int, typer.Option("--shard-size", help="webdataset: samples per tar shard.")] = DEFAULT_SHARD_SIZE,
+    include_rejected: Annotated[bool, typer.Option("--include-rejected", help="A filtered store: also export the images its filter rejected (column kept).")] = False,
 ) -> None:
     """Export a store's images with label, prompt, seed, generator and scores; a `source` column tells real from synthetic."""
     if out is None:
         raise SynaugError(f"export needs --out FOLDER; e.g. `synaug export {store} --format {format} --out exported/`.")
     real = _real_data(real_data, "--real-data") if real_data is not None else None
-    summary = export_store(store, out, format, real=real, shard_size=shard_size)
+    summary = export_store(store, out, format, real=real, shard_size=shard_size, include_rejected=include_rejected)
     what = f"{summary.files} shard{'s' if summary.files != 1 else ''}" if summary.format == "webdataset" else f"{summary.files} images"
     Console(highlight=False).print(
         f"exported {summary.synthetic} synthetic images" + (f" and {summary.real} real ones" if real is not None else "")
