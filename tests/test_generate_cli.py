@@ -255,14 +255,3 @@ def make_failing_generator(**options):
 def test_a_run_whose_every_image_failed_is_an_error(plan_file, tmp_path, capsys):
     message = fails(["generate", "--plan", plan_file, "--out", tmp_path / "s", "--generator", "python:test_generate_cli:make_failing_generator"], capsys)
     assert "new images stayed non-finite or blank after their retry; check the sampler settings" in message
-
-
-def test_a_group_the_colour_generator_cannot_draw_is_warned_about(capsys):
-    from synaug.cli.generate import warn_outside_vocabulary
-
-    template = ["a photo of a {class} on a {context} background"]
-    for groups, renamed, warned in ((["red", "green"], None, True), (["land", "sea"], {"land": "red", "sea": "blue"}, False)):
-        plan = make_plan([[3, 1], [2, 1]], ["Bag", "Sandal"], group_names=groups, templates=template, group_prompt_names=renamed)
-        warn_outside_vocabulary(plan, "embedded:colored-fashion-mnist")
-        err = capsys.readouterr().err
-        assert ("the prompts of group green name none of these" in err and "plan.group_prompt_names" in err) if warned else err == ""

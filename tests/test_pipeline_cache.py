@@ -37,7 +37,7 @@ def test_changing_training_settings_reuses_data_plan_and_store(fashion, tmp_path
     images = {p: p.stat().st_mtime_ns for p in store.rglob("*.png")}
     assert len(images) == 54  # fill-to-max of 10/8/6/5/4/4/3/2/2/2
 
-    monkeypatch.setattr("synaug.cli.generate.load_generator", no_generation)
+    monkeypatch.setattr("synaug.generate.loading.load_generator", no_generation)
     config["train"]["lr"] = 0.05
     result = run(config)
     after = stage_folders(out)

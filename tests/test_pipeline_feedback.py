@@ -130,7 +130,7 @@ def test_fg_rows_use_guided_cached_stores_and_the_first_seeds_ce_model(tmp_path,
     assert "FG rows: SYNAuG's training" in markdown and "feedback classifier: CE on the real long tail, seed 1" in markdown
 
     # a re-run is fully cached, and the unguided store stays SYNAuG's without the fg rows
-    monkeypatch.setattr("synaug.cli.generate.load_generator", no_generation)
+    monkeypatch.setattr("synaug.generate.loading.load_generator", no_generation)
     again = run(config)
     assert all(t.cached for t in again.timings if t.stage != "report") and stage_folders(out) == folders
     alone = run({**config, "runs": {"recipes": ["synaug"], "seeds": [1]}})

@@ -153,7 +153,7 @@ def test_demo_groups_config_loads_and_is_the_repository_copy():
 
 
 def test_an_unknown_shipped_generator_names_the_shipped_ones():
-    from synaug.cli.generate import load_generator
+    from synaug.generate.loading import load_generator
 
     with pytest.raises(SynaugError, match=r"no shipped generator 'nope' .*\(shipped: .*fashion-mnist"):
         load_generator("embedded:nope")

@@ -10,3 +10,7 @@ class SynaugError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class SynaugWarning(UserWarning):
+    """Something the user may want to fix that does not stop the work; the CLI prints it as ``warning: <message>``."""

@@ -7,14 +7,17 @@ mounts them and turns a :class:`~synaug.errors.SynaugError` into one line on std
 from __future__ import annotations
 
 import sys
+import warnings
+from pathlib import Path
 
 import typer
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from synaug.cli import data, demo, export, filters, generate, generator, run, train
-from synaug.errors import SynaugError
+from synaug.errors import SynaugError, SynaugWarning
 
 INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C
+PACKAGE_FOLDER = Path(__file__).resolve().parents[1]
 
 app = typer.Typer(
     help="Fix class and group imbalance with synthetic images from diffusion models.",
@@ -35,7 +38,10 @@ demo.register(app)
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     try:
-        status = app(args=argv, prog_name="synaug", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", SynaugWarning)
+            warnings.showwarning = _print_warning
+            status = app(args=argv, prog_name="synaug", standalone_mode=False)
     except SynaugError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -51,6 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     if status == INTERRUPTED:  # typer returns Ctrl-C as this exit status
         print("error: interrupted; re-run the same command to resume.", file=sys.stderr)
     return status if isinstance(status, int) else 0
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning of synaug's as one ``warning: ...`` line on stderr; other warnings as Python shows them."""
+    if issubclass(category, SynaugWarning) or Path(filename).resolve().is_relative_to(PACKAGE_FOLDER):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+_show_warning = warnings.showwarning
 
 
 if __name__ == "__main__":

@@ -8,8 +8,6 @@ also a mapping); options on the command line win over the file.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, Union
@@ -27,6 +25,7 @@ from synaug.data.benchmarks import GENERATOR_RESERVE, longtail_indices, pool_ind
 from synaug.data.dataset import LabeledImages
 from synaug.data.registry import DATASET_KINDS, load_dataset, load_index
 from synaug.errors import SynaugError
+from synaug.generate.loading import load_generator, warn_outside_vocabulary
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import SyntheticStore
 from synaug.plan.planner import STRATEGIES, SynthesisPlan, overgenerate, plan_for_dataset
@@ -35,9 +34,7 @@ from synaug.plan.prompts import TEMPLATE_SETS, parse_name_overrides
 if TYPE_CHECKING:
     from synaug.generate.bench import BenchResult
 
-PYTHON_GENERATOR = "python:"
 DEFAULT_PLAN_FILE = "plan.json"
-EMBEDDED_DTYPE = "auto"  # not for SD: its bf16 images on the CPU depend on the batch, which breaks byte-identical resumes
 ESTIMATE_OPTIONS = ("plan", "rate", "estimate", "bench", "sample_store", "workers")  # all that `plan --plan FILE` takes
 
 
@@ -180,7 +177,7 @@ def bench(
     steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (default: the generator's).")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (default: the generator's).")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="auto | fp32 | fp16 | bf16; auto: bf16 where the device runs it natively, else fp32 (default: auto for embedded generators, else the generator's).")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1, ... (default: the generator's).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ... (default: auto).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per batch (default: the generator's).")] = None,
     batches: Annotated[int, typer.Option("--batches", help="Batches timed, after one warm-up batch.")] = 2,
     out: Annotated[Optional[str], typer.Option("--out", help="JSON file for the measurement (default: ~/.cache/synaug/bench.json).")] = None,
@@ -209,7 +206,7 @@ def generate(
     steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (default: the generator's).")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (default: the generator's).")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="auto | fp32 | fp16 | bf16; auto: bf16 where the device runs it natively, else fp32 (default: auto for embedded generators, else the generator's).")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1, ... (default: the generator's).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ... (default: auto).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per batch (default: the generator's).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Replace the plan's run seed.")] = None,
     overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="Replace an existing store made by another plan or generator.")] = None,
@@ -258,7 +255,6 @@ def generate(
     if options.workers is not None:
         raise SynaugError("--workers sets the number of Ray workers; add --ray (or --ray-address), or drop --workers.")
     backend = load_generator(options.generator, **sampler)
-    _check_hooks_act(hooks, getattr(backend, "steps", None))
     store = SyntheticStore(options.out)
     if options.overwrite:
         store.clear()
@@ -274,11 +270,6 @@ def generate(
         markup=False,
         soft_wrap=True,
     )
-    if summary.failed and not summary.generated:
-        raise SynaugError(
-            f"all {summary.failed} new images stayed non-finite or blank after their retry; check the sampler settings "
-            "(guidance, feedback scale, dtype) and re-run with --overwrite."
-        )
     if summary.failed:
         console.print(f"{summary.failed} images stayed non-finite or blank after their retry; they are recorded with status 'failed' in the manifest.", markup=False, soft_wrap=True)
 
@@ -304,60 +295,6 @@ def _generate_on_ray(synthesis: SynthesisPlan, options: GenerateOptions, sampler
     )
     for error in summary.errors:
         Console(highlight=False, stderr=True).print(f"recovered from: {error}", markup=False, soft_wrap=True)
-
-
-def _check_hooks_act(hooks: list, num_steps: int | None) -> None:
-    """A one-line error when a hook's window and frequency leave none of the sampler's steps to act on."""
-    for hook in hooks if num_steps else []:
-        if not any(hook.is_active(step, num_steps) for step in range(num_steps)):
-            raise SynaugError(
-                f"--feedback-window {hook.start:g}:{hook.stop:g} with --feedback-every {hook.every} guides none of the "
-                f"generator's {num_steps} steps, so the images would be unguided; widen the window or guide more often."
-            )
-
-
-def warn_outside_vocabulary(synthesis: SynthesisPlan, generator: str) -> None:
-    """A line on stderr when an embedded generator is to draw classes (or groups) whose prompts name none it knows."""
-    from synaug.generate.backends.embedded import embedded_spec
-
-    spec = embedded_spec(generator)
-    if spec is None:
-        return
-    groups = range(len(synthesis.group_names)) if synthesis.group_names is not None else [None]
-    _, synthetic = synthesis.class_totals()
-    unknown = [
-        name for class_id, name in enumerate(synthesis.class_names)
-        if synthetic[class_id] and not any(
-            spec.names_a_class(synthesis.prompt(class_id, group, index)) for group in groups for index in range(synthesis.prompt_count(class_id, group))
-        )
-    ]
-    if unknown:
-        _warn(
-            f"generator {generator} was trained on {', '.join(spec.class_names)} only, and the prompts of "
-            f"{', '.join(unknown)} name none of these, so their images will show something else; pass --generator with a "
-            "checkpoint trained on your classes, or plan again with --class-prompt-names CLASS=NAME to map a class to one of those names."
-        )
-    if spec.context_names is None or synthesis.group_names is None:
-        return
-    contexts = [name.casefold() for name in spec.context_names]
-    unknown_groups = [
-        name for group, name in enumerate(synthesis.group_names)
-        if not any(
-            context in synthesis.prompt(class_id, group, index).casefold()
-            for context in contexts for class_id in range(len(synthesis.class_names)) for index in range(synthesis.prompt_count(class_id, group))
-        )
-    ]
-    if unknown_groups:
-        _warn(
-            f"generator {generator} draws the contexts {', '.join(spec.context_names)} only, and the prompts of "
-            f"group {', '.join(unknown_groups)} name none of these, so their images will show another context; map each group to "
-            "one of those names with plan.group_prompt_names (GROUP: NAME)."
-        )
-
-
-def _warn(text: str) -> None:
-    """``warning: text`` as one line on stderr."""
-    Console(highlight=False, stderr=True).print(f"warning: {text}", markup=False, soft_wrap=True)
 
 
 def _feedback_and_references(synthesis: SynthesisPlan, options: GenerateOptions, given: dict[str, Any]) -> tuple[list, LabeledImages | None]:
@@ -416,34 +353,6 @@ def _real_data(spec: str | dict | None, purpose: str) -> LabeledImages:
     return _plan_dataset(build_options(PlanOptions, values, where), values)
 
 
-def load_generator(spec: str, **sampler: Any):
-    """The generator named by ``spec``: "embedded" (the shipped Fashion-MNIST generator), "embedded:NAME"
-    (another shipped one, e.g. embedded:colored-fashion-mnist), a model folder or hub id, or "python:MODULE:FUNCTION".
-
-    ``sampler`` settings given (not None) are passed on; an embedded generator's dtype defaults to
-    "auto" (bf16 where the device runs it natively, as in run configs). For "python:" they are the
-    keyword arguments of FUNCTION, which returns a :class:`~synaug.generate.backends.base.Generator`.
-    """
-    options = {k: v for k, v in sampler.items() if v is not None}
-    if spec.startswith(PYTHON_GENERATOR):
-        return _python_generator(spec[len(PYTHON_GENERATOR):], options)
-    from synaug.generate.backends.embedded import SHIPPED_PREFIX, SPEC_FILE, EmbeddedBackend, shipped_names
-
-    embedded = {"dtype": EMBEDDED_DTYPE, **options}
-    if spec == "embedded":
-        return EmbeddedBackend.default(**embedded)
-    if spec.startswith(SHIPPED_PREFIX):
-        return EmbeddedBackend.shipped(spec[len(SHIPPED_PREFIX):], **embedded)
-    if (Path(spec) / SPEC_FILE).is_file():
-        return EmbeddedBackend.from_pretrained(spec, **embedded)
-    near = difflib.get_close_matches(spec, ["embedded"] + [SHIPPED_PREFIX + name for name in shipped_names()], n=1)
-    if near and not Path(spec).expanduser().exists():
-        raise SynaugError(f"generator '{spec}' is neither a folder here nor a shipped generator; did you mean '{near[0]}'?")
-    from synaug.generate.backends.stable_diffusion import StableDiffusionBackend
-
-    return StableDiffusionBackend.from_pretrained(spec, **options)
-
-
 def format_duration(seconds: float) -> str:
     """``seconds`` as "2 h 05 min", "3 min 20 s" or "12 s"."""
     seconds = int(round(seconds))
@@ -454,26 +363,6 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes} min {secs:02d} s"
     return f"{secs} s"
-
-
-def _python_generator(target: str, options: dict[str, Any]):
-    """Call FUNCTION of MODULE (``target`` = "MODULE:FUNCTION") with ``options``."""
-    module_name, sep, function_name = target.partition(":")
-    if not sep or not module_name or not function_name:
-        raise SynaugError(f"generator 'python:{target}' is not python:MODULE:FUNCTION; write e.g. python:mypackage.generators:make.")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SynaugError(f"cannot import module '{module_name}' for the generator ({exc}); put it on PYTHONPATH or install it.") from None
-    factory = getattr(module, function_name, None)
-    if not callable(factory):
-        raise SynaugError(f"module '{module_name}' has no function '{function_name}'; name the factory that returns the generator.")
-    from synaug.generate.backends.base import Generator
-
-    generator = factory(**options)
-    if not isinstance(generator, Generator):
-        raise SynaugError(f"python:{target} returned a {type(generator).__name__}, not a synaug Generator; return a subclass of synaug.generate.backends.base.Generator.")
-    return generator
 
 
 def _make_plan(options: PlanOptions, given: dict[str, Any]) -> SynthesisPlan:

@@ -107,11 +107,11 @@ def check(
     steps: Optional[int] = typer.Option(None, help="Sampling steps."),
     guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale."),
     dtype: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (GPU); auto: bf16 where the device runs it natively, else fp32."),
-    device: str = typer.Option("cpu", help="cpu | cuda."),
+    device: str = typer.Option("cpu", help="auto (CUDA when available) | cpu | cuda | cuda:N."),
     seed: int = typer.Option(0, help="Seed of the generated images and the oracle."),
 ) -> None:
     """Quality gate: recognisability, diversity and memorisation of a generator's images (exit status 1 when it fails)."""
-    from synaug.cli.generate import load_generator
+    from synaug.generate.loading import load_generator
     from synaug.generators.check import check_generator, check_markdown, fashion_mnist_world, train_oracles, write_check
 
     if per_cell < 1:

@@ -95,7 +95,7 @@ class GenerationWorker:
     """
 
     def __init__(self, generator_spec: str, sampler: Mapping[str, Any], store_root: str):
-        from synaug.cli.generate import load_generator
+        from synaug.generate.loading import load_generator
 
         self.store_root = store_root
         self.error: str | None = None
@@ -121,7 +121,7 @@ class GenerationWorker:
     def run_shard(self, plan: SynthesisPlan, shard_index: int, num_shards: int) -> GenerationSummary:
         """Generate what the store lacks of shard ``shard_index`` of ``num_shards``."""
         store = SyntheticStore(self.store_root)
-        return generate_plan(plan, self.generator, store, progress=False, shard_index=shard_index, num_shards=num_shards)
+        return generate_plan(plan, self.generator, store, progress=False, shard_index=shard_index, num_shards=num_shards, fail_if_all_failed=False)
 
 
 def generate_plan_on_ray(
@@ -146,7 +146,7 @@ def generate_plan_on_ray(
 
     Parameters
     ----------
-    generator_spec : what :func:`synaug.cli.generate.load_generator` takes ("embedded", a model
+    generator_spec : what :func:`synaug.generate.loading.load_generator` takes ("embedded", a model
         folder or hub id, "python:MODULE:FUNCTION"); ``sampler`` holds its keyword settings
         (scheduler, steps, guidance_scale, dtype, device, batch_size). Each worker loads it once.
     address : the cluster to join ("HEAD:6379", "auto", "ray://..."); None uses $RAY_ADDRESS when

@@ -50,6 +50,7 @@ from diffusers import (
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
+from synaug.devices import resolve_device
 from synaug.errors import SynaugError
 from synaug.generate.hooks import StepHook, StepState, keep_correction
 
@@ -141,19 +142,6 @@ def resolve_precision(dtype: str, device: torch.device | str) -> Precision:
             return Precision("bf16", torch.float32, torch.bfloat16)
         return Precision("bf16", torch.bfloat16, None)
     raise SynaugError(f"unknown dtype '{dtype}'; choose fp32, fp16 (CUDA) or bf16.")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """The torch device for ``device``, checked to exist on this machine."""
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise SynaugError(f"unknown device '{device}'; use cpu or cuda (cuda:N).") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise SynaugError(f"device {device} is not available here (no CUDA GPU); use device cpu.")
-    if resolved.type not in ("cpu", "cuda"):
-        raise SynaugError(f"device '{device}' is not supported; use cpu or cuda.")
-    return resolved
 
 
 class SamplingPipeline:

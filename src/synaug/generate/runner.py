@@ -49,6 +49,14 @@ class GenerationSummary:
     def images_per_second(self) -> float:
         return self.generated / self.seconds if self.seconds > 0 else 0.0
 
+    def check_some_succeeded(self) -> None:
+        """Raise when every new image of the run failed: the sampler settings, not chance, are at fault."""
+        if self.failed and not self.generated:
+            raise SynaugError(
+                f"all {self.failed} new images stayed non-finite or blank after their retry; check the sampler settings "
+                "(guidance, feedback scale, dtype) and generate again into an emptied store (--overwrite)."
+            )
+
 
 def generate_plan(
     plan: SynthesisPlan,
@@ -61,6 +69,7 @@ def generate_plan(
     reference_images: LabeledImages | None = None,
     shard_index: int = 0,
     num_shards: int = 1,
+    fail_if_all_failed: bool = True,
 ) -> GenerationSummary:
     """Generate every image of ``plan`` (or of one shard of it) that ``store`` lacks.
 
@@ -70,6 +79,10 @@ def generate_plan(
     across re-runs. Images come out at the plan's resolution and channels. With ``reference_images`` (real images), item ``i`` of a class is
     conditioned on that class's ``i % n``-th reference image (of its group, for cell plans).
     Hooks and the reference set are part of the store's generator settings.
+
+    Raises :class:`SynaugError` before any work when a hook's window and frequency act on none of
+    the generator's ``steps``, and after the run when every new image failed (unless
+    ``fail_if_all_failed`` is False: a shard of a larger run leaves that check to its caller).
     """
     # 1. Check inputs
     batch_size = generator.batch_size if batch_size is None else batch_size
@@ -79,6 +92,7 @@ def generate_plan(
         raise SynaugError(f"number of shards {num_shards} must be at least 1.")
     if not 0 <= shard_index < num_shards:
         raise SynaugError(f"shard index {shard_index} must lie in [0, {num_shards}); shards are numbered from 0.")
+    check_hooks_act(hooks, getattr(generator, "steps", None))
     references = _ReferencePicker(plan, reference_images) if reference_images is not None else None
 
     # 2. Open the store for this plan and generator
@@ -118,7 +132,7 @@ def generate_plan(
 
     # 5. Merge this run's manifest parts
     store.compact()
-    return GenerationSummary(
+    summary = GenerationSummary(
         planned=len(items),
         already_done=len(items) - len(pending),
         generated=counts["generated"],
@@ -126,6 +140,20 @@ def generate_plan(
         failed=counts["failed"],
         seconds=time.perf_counter() - started,
     )
+    if fail_if_all_failed:
+        summary.check_some_succeeded()
+    return summary
+
+
+def check_hooks_act(hooks: Sequence["StepHook"], num_steps: int | None) -> None:
+    """A one-line error when a step hook's window and frequency leave none of the sampler's ``num_steps`` to act on."""
+    for hook in hooks if num_steps else []:
+        if not any(hook.is_active(step, num_steps) for step in range(num_steps)):
+            raise SynaugError(
+                f"feedback guidance on the window {hook.start:g}:{hook.stop:g} of the steps, every {hook.every} steps, guides none "
+                f"of the generator's {num_steps} steps, so the images would be unguided; widen the window (--feedback-window, "
+                "feedback.start/stop) or guide more often (--feedback-every, feedback.every)."
+            )
 
 
 def _generate_batch(

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from synaug.config import to_dict
 from synaug.data.dataset import LabeledImages
+from synaug.devices import resolve_device
 from synaug.errors import SynaugError
 from synaug.generators.text import EMBEDDING_DIM, encode_caption_table
 
@@ -80,15 +81,6 @@ class GeneratorTrainConfig:
         missing = [t for t in self.caption_templates if "{class}" not in t]
         if not self.caption_templates or missing:
             raise SynaugError(f"caption template '{missing[0] if missing else ''}' lacks {{class}}: the model would learn no class; write e.g. \"a photo of a {{class}}\".")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SynaugError("device 'cuda' asked for but no GPU is visible; use --device cpu.")
-    return torch.device(device)
 
 
 def build_unet(config: GeneratorTrainConfig, channels: int, size: int) -> UNet2DConditionModel:

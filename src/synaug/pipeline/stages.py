@@ -536,7 +536,7 @@ class Pipeline:
             facts: dict[str, Any] = {"store": None if plan.total == 0 else str(root), "planned": plan.total}
             if plan.total:
                 backend = self._load_backend()
-                from synaug.cli.generate import warn_outside_vocabulary
+                from synaug.generate.loading import warn_outside_vocabulary
 
                 warn_outside_vocabulary(plan, section.spec)
                 hooks = make_hooks() if make_hooks is not None else []
@@ -633,7 +633,7 @@ class Pipeline:
 
     def _load_backend(self):
         if self._backend is None:
-            from synaug.cli.generate import load_generator
+            from synaug.generate.loading import load_generator
 
             self._backend = load_generator(self.config.generator.spec, **self._sampler())
         return self._backend

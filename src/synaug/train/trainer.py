@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from synaug.data.dataset import LabeledImages, stack_images
+from synaug.devices import resolve_device
 from synaug.errors import SynaugError
 from synaug.train.augment import BatchAugment, check_mixing
 from synaug.train.distributed import all_reduce_sum, broadcast_buffers, init_distributed, wrap_model
@@ -188,16 +189,7 @@ def recipe(name: str, **overrides) -> TrainConfig:
     return dataclasses.replace(RECIPES[name], **overrides)
 
 
-# ---- device and precision ---------------------------------------------------------------
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SynaugError("device 'cuda' was asked for but no GPU is visible; use device 'auto' or 'cpu'.")
-    return torch.device(device)
-
-
+# ---- precision ---------------------------------------------------------------------------
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``amp`` on ``device``, or None for full precision."""
     if amp == "off":
