@@ -335,26 +335,6 @@ def test_concurrent_writers_parts_union_deduplicate_and_compact(tmp_path):
     pd.testing.assert_frame_equal(compacted, manifest)
 
 
-def test_reference_images_are_picked_per_class_and_recorded(tmp_path):
-    plan = make_plan([3, 0], ["cat", "dog"], image_size=(4, 4), channels=1)
-    real = LabeledImages(labels=np.array([1, 0, 1]), class_names=["cat", "dog"],
-                         images=torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 4, 4).contiguous())
-
-    class Recording(FakeGenerator):
-        def generate(self, prompts, seeds, **kwargs):
-            self.references = kwargs["reference_images"]
-            return super().generate(prompts, seeds, **kwargs)
-
-    generator = Recording()
-    store = SyntheticStore(tmp_path / "s")
-    generate_plan(plan, generator, store, reference_images=real, progress=False)
-    assert [int(r.flatten()[0]) for r in generator.references] == [0, 2, 0]  # dog images 0, 2, 0 by index
-    assert store.info["settings"]["reference_images"]["count"] == 3
-    with pytest.raises(SynaugError) as error:
-        generate_plan(plan, generator, SyntheticStore(tmp_path / "t"), reference_images=real.subset([1]), progress=False)
-    assert "no reference image for class 'dog'" in one_line(error)
-
-
 # ---- durability without cross-node locks -------------------------------------------------
 def _rows(store: SyntheticStore, items, seed: int) -> None:
     """Append a failed row for each of ``items`` as a part file of ``store``."""

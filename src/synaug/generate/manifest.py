@@ -52,6 +52,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("plan_digest", pa.string()),
         ("criterion", pa.float64()),
         ("status", pa.string()),
+        ("exemplar", pa.string()),
     ]
 )
 NULLABLE_INTS = {pa.int8(): pd.Int8Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}

@@ -199,17 +199,17 @@ class SamplingPipeline:
         hooks: Sequence[StepHook] = (),
         output_size: tuple[int, int] | None = None,
         output_channels: int | None = None,
+        image_condition: dict | None = None,
     ) -> GenerationOutput:
-        """One batch: an image per (prompt, seed), optionally SDEdit from ``reference_images``."""
+        """One batch: an image per (prompt, seed), optionally SDEdit from ``reference_images``; ``image_condition``: extra UNet inputs."""
         # 1. Check inputs
         self.check_inputs(num_steps, height, width, strength)
         do_guidance = float(guidance_scale) != 1.0
         generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-        if class_ids is not None:
-            class_ids = class_ids.to(self.device)
+        class_ids = None if class_ids is None else class_ids.to(self.device)
 
         # 2. Encode prompts (unconditional / negative first when guiding)
-        condition = self.encode_condition(prompts, negative_prompt, do_guidance)
+        condition = {**self.encode_condition(prompts, negative_prompt, do_guidance), **(image_condition or {})}
 
         # 3. Prepare timesteps (img2img keeps the last `strength` fraction). The scheduler keeps
         #    them on the CPU, next to its own tables, so its steps never wait for the GPU;

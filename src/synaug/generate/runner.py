@@ -10,13 +10,11 @@ batch that was being generated, and the one being written if it was cut short.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -24,6 +22,7 @@ from rich.text import Text
 
 from synaug.data.dataset import LabeledImages
 from synaug.errors import SynaugError
+from synaug.generate.exemplars import ExemplarPicker
 from synaug.generate.store import ImageRecord, SyntheticStore
 from synaug.plan.planner import PlanItem, SynthesisPlan
 
@@ -76,9 +75,10 @@ def generate_plan(
     ``batch_size`` items go to each ``generator.generate`` call (default: the generator's
     own batch size); their manifest rows form one part file. Items are sharded by position
     (item ``i`` belongs to shard ``i % num_shards``), so shards are disjoint and stable
-    across re-runs. Images come out at the plan's resolution and channels. With ``reference_images`` (real images), item ``i`` of a class is
-    conditioned on that class's ``i % n``-th reference image (of its group, for cell plans).
-    Hooks and the reference set are part of the store's generator settings.
+    across re-runs. Images come out at the plan's resolution and channels. With ``reference_images`` (the real
+    training images), each item gets an exemplar of its class (or cell) by the seeded rule of
+    :mod:`synaug.generate.exemplars`, recorded in the manifest's ``exemplar`` column.
+    Hooks and the exemplar set are part of the store's generator settings.
 
     Raises :class:`SynaugError` before any work when a hook's window and frequency act on none of
     the generator's ``steps``, and after the run when every new image failed (unless
@@ -93,7 +93,7 @@ def generate_plan(
     if not 0 <= shard_index < num_shards:
         raise SynaugError(f"shard index {shard_index} must lie in [0, {num_shards}); shards are numbered from 0.")
     check_hooks_act(hooks, getattr(generator, "steps", None))
-    references = _ReferencePicker(plan, reference_images) if reference_images is not None else None
+    references = ExemplarPicker(plan, reference_images) if reference_images is not None else None
 
     # 2. Open the store for this plan and generator
     settings = dict(generator.settings())
@@ -157,12 +157,13 @@ def check_hooks_act(hooks: Sequence["StepHook"], num_steps: int | None) -> None:
 
 
 def _generate_batch(
-    plan: SynthesisPlan, generator: "Generator", batch: list[PlanItem], hooks: Sequence, references: "_ReferencePicker | None"
+    plan: SynthesisPlan, generator: "Generator", batch: list[PlanItem], hooks: Sequence, references: ExemplarPicker | None
 ) -> tuple[list[ImageRecord], list[torch.Tensor | None], int]:
     """Records and images of ``batch``: a non-ok image is retried once with its attempt-1 seed."""
     seeds = [plan.seed_for(item, 0) for item in batch]
     output = _call(plan, generator, batch, seeds, hooks, references)
-    records = [ImageRecord(item, seed, 0, None, _scores(output, i)) for i, (item, seed) in enumerate(zip(batch, seeds))]
+    exemplars = [None if references is None else references.describe(item) for item in batch]
+    records = [ImageRecord(item, seed, 0, None, _scores(output, i), exemplars[i]) for i, (item, seed) in enumerate(zip(batch, seeds))]
     images: list[torch.Tensor | None] = [output.images[i] if output.ok[i] else None for i in range(len(batch))]
     bad = [i for i in range(len(batch)) if not output.ok[i]]
     if bad:
@@ -170,7 +171,7 @@ def _generate_batch(
         retry_seeds = [plan.seed_for(item, 1) for item in retry_items]
         second = _call(plan, generator, retry_items, retry_seeds, hooks, references)
         for j, i in enumerate(bad):
-            records[i] = ImageRecord(batch[i], retry_seeds[j], 1, None, _scores(second, j))
+            records[i] = ImageRecord(batch[i], retry_seeds[j], 1, None, _scores(second, j), exemplars[i])
             images[i] = second.images[j] if second.ok[j] else None
     return records, images, len(bad)
 
@@ -181,7 +182,7 @@ def _call(plan: SynthesisPlan, generator: "Generator", items: list[PlanItem], se
         [item.prompt for item in items],
         seeds,
         negative_prompt=plan.negative_prompt,
-        reference_images=None if references is None else references.for_items(items),
+        reference_images=None if references is None else references.images(items),
         class_ids=[item.class_id for item in items],
         hooks=tuple(hooks),
         output_size=plan.image_size,
@@ -226,47 +227,6 @@ def _count(written: list[ImageRecord], counts: dict, bar: Progress, task) -> Non
     counts["failed"] += failed
     counts["generated"] += len(written) - failed
     bar.advance(task, len(written))
-
-
-class _ReferencePicker:
-    """Picks each item's real reference image: its class's (and group's) ``index % n``-th image."""
-
-    def __init__(self, plan: SynthesisPlan, data: LabeledImages):
-        plan.check_dataset(data.class_names, data.group_names)
-        self.data = data
-        use_groups = plan.group_names is not None and data.groups is not None
-        self.pools: dict[tuple[int, int], np.ndarray] = {}
-        for class_id, name in enumerate(plan.class_names):
-            label = data.class_names.index(name)
-            groups = range(len(plan.group_names)) if plan.group_names is not None else [None]
-            for group_id in groups:
-                mask = data.labels == label
-                if use_groups:
-                    mask &= data.groups == data.group_names.index(plan.group_names[group_id])
-                pool = np.flatnonzero(mask)
-                key = (class_id, -1 if group_id is None else group_id)
-                wanted = plan.synthetic_counts[class_id] if group_id is None else plan.synthetic_counts[class_id, group_id]
-                if len(pool) == 0 and wanted > 0:
-                    where = f"class '{name}'" + ("" if group_id is None else f", group '{plan.group_names[group_id]}'")
-                    raise SynaugError(f"no reference image for {where}; give real images of every planned class (and group) or generate from text only.")
-                self.pools[key] = pool
-        digest = hashlib.sha256()
-        digest.update(np.asarray(data.labels).tobytes())
-        if data.in_memory:
-            digest.update(data.images.numpy().tobytes())
-        else:
-            digest.update("\n".join(str(f) for f in data.files).encode())
-        self.fingerprint = {"count": len(data), "sha256": digest.hexdigest()[:16]}
-
-    def for_items(self, items: list[PlanItem]) -> torch.Tensor:
-        """The items' reference images, uint8 N x C x H x W."""
-        chosen = []
-        for item in items:
-            pool = self.pools[(item.class_id, item.key[1])]
-            chosen.append(self.data.load(int(pool[item.index % len(pool)])))
-        if len({tuple(image.shape) for image in chosen}) > 1:
-            raise SynaugError("reference images differ in size; load the real images with a fixed size (e.g. --size) to use them as references.")
-        return torch.stack(chosen)
 
 
 def _describe_hook(hook) -> dict | str:

@@ -74,7 +74,8 @@ class ImageRecord:
     """The outcome of one plan item: a written file (relative to the store) or a failure.
 
     ``scores`` holds per-image values from hooks; "criterion" fills the criterion column,
-    any other name a float column ``score_<name>``.
+    any other name a float column ``score_<name>``. ``exemplar``: the real image the image was made
+    from (its file, or its position in the real data), None for text-only images.
     """
 
     item: PlanItem
@@ -82,6 +83,7 @@ class ImageRecord:
     attempt: int
     file: str | None
     scores: dict[str, float] = field(default_factory=dict)
+    exemplar: str | None = None
 
     @property
     def status(self) -> str:
@@ -318,6 +320,7 @@ class SyntheticStore:
                 "plan_digest": info["plan_digest"],
                 "criterion": record.scores.get("criterion"),
                 "status": record.status,
+                "exemplar": record.exemplar,
             }
             row.update({f"score_{name}": float(value) for name, value in record.scores.items() if name != "criterion"})
             rows.append(row)

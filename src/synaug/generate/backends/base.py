@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -148,13 +149,18 @@ class LoopGenerator(Generator):
             height=self.height,
             width=self.width,
             negative_prompt=negative_prompt,
-            reference_images=reference_images,
             strength=self.strength,
             class_ids=class_ids,
             hooks=hooks,
             output_size=output_size,
             output_channels=output_channels,
+            **self.exemplar_inputs(reference_images, seeds),
         )
+
+    def exemplar_inputs(self, reference_images: torch.Tensor | None, seeds: list[int]) -> dict[str, Any]:
+        """How a batch's exemplars enter the sampling loop: here img2img / SDEdit from their pixels."""
+        return {"reference_images": reference_images}
+
 
 def check_generate_inputs(
     prompts: Sequence[str],

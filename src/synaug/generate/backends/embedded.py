@@ -23,6 +23,7 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from synaug.errors import SynaugError
 from synaug.generate.backends.base import LoopGenerator, positive_int, resolve_dtype
+from synaug.generate.exemplars import DEFAULT_STRENGTH
 from synaug.generate.pipeline import SamplingPipeline, make_scheduler, resolve_device, resolve_precision
 from synaug.generators.text import EMBEDDING_DIM, encode_texts
 
@@ -118,7 +119,7 @@ class EmbeddedBackend(LoopGenerator):
         scheduler: str | None = None,
         steps: int | None = None,
         guidance_scale: float | None = None,
-        strength: float = 0.5,
+        strength: float = DEFAULT_STRENGTH,
         batch_size: int = 256,
         channels_last: bool = False,
     ):
@@ -148,7 +149,7 @@ class EmbeddedBackend(LoopGenerator):
         scheduler: str | None = None,
         steps: int | None = None,
         guidance_scale: float | None = None,
-        strength: float = 0.5,
+        strength: float = DEFAULT_STRENGTH,
         batch_size: int = 256,
         channels_last: bool = False,
     ) -> EmbeddedBackend:

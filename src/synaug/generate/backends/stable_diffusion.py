@@ -4,15 +4,21 @@ The components (CLIP tokenizer and text encoder, UNet, VAE, scheduler config) ar
 their own ``from_pretrained`` from a local folder, or from the Hugging Face hub cache for a hub
 id; generation always goes through :class:`~synaug.generate.pipeline.SamplingPipeline`, so
 per-step hooks work exactly as with the embedded generator.
+
+Exemplars (``reference_images``) enter by img2img / SDEdit from their pixels, and, with an
+IP-Adapter or a Stable unCLIP checkpoint (:mod:`~synaug.generate.backends.image_condition`),
+through their image embedding as well.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -20,6 +26,8 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from synaug.errors import SynaugError
 from synaug.generate.backends.base import LoopGenerator, positive_int, resolve_dtype
+from synaug.generate.backends.image_condition import ImageCondition, is_unclip_checkpoint, load_ip_adapter, load_unclip
+from synaug.generate.exemplars import DEFAULT_STRENGTH, check_strength
 from synaug.generate.pipeline import (
     SamplingPipeline,
     frozen_module,
@@ -33,10 +41,12 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 class StableDiffusionBackend(LoopGenerator):
-    """Text-to-image and img2img (SDEdit) with a Stable Diffusion checkpoint.
+    """Text-to-image, img2img (SDEdit) and image-embedding conditioning with a Stable Diffusion checkpoint.
 
     Build it with :meth:`from_pretrained`. ``height``/``width`` default to the UNet's native
-    size; ``strength`` is used only when ``generate`` gets reference images.
+    size; ``strength`` is used only when ``generate`` gets exemplars (``reference_images``).
+    With an ``image_condition`` every image needs an exemplar; ``strength`` 1 (its default
+    there) starts from noise, so the exemplar enters through its embedding only.
     """
 
     backend_name = "stable-diffusion"
@@ -57,16 +67,17 @@ class StableDiffusionBackend(LoopGenerator):
         guidance_scale: float = 7.5,
         height: int | None = None,
         width: int | None = None,
-        strength: float = 0.5,
+        strength: float | None = None,
         batch_size: int = 8,
         decode_batch_size: int | None = None,
         channels_last: bool = False,
+        image_condition: ImageCondition | None = None,
     ):
         self.generator_id = f"sd:{name}"
         self.scheduler_name = scheduler
         self.steps = int(steps)
         self.guidance_scale = float(guidance_scale)
-        self.strength = float(strength)
+        self.strength = check_strength(strength if strength is not None else 1.0 if image_condition else DEFAULT_STRENGTH)
         self.batch_size = positive_int(batch_size, "batch_size")
         self.tokenizer = tokenizer
         self.pipeline = SamplingPipeline(
@@ -80,6 +91,11 @@ class StableDiffusionBackend(LoopGenerator):
             channels_last=channels_last,
         )
         self.text_encoder = frozen_module(text_encoder, self.pipeline.device, self.pipeline.precision.weight_dtype)
+        self.image_condition = image_condition
+        if image_condition is not None:
+            image_condition.image_encoder = frozen_module(
+                image_condition.image_encoder, self.pipeline.device, self.pipeline.precision.weight_dtype
+            )
         native = int(unet.config.sample_size) * self.pipeline.vae_scale_factor
         self.height = int(height or native)
         self.width = int(width or native)
@@ -97,21 +113,31 @@ class StableDiffusionBackend(LoopGenerator):
         guidance_scale: float = 7.5,
         height: int | None = None,
         width: int | None = None,
-        strength: float = 0.5,
+        strength: float | None = None,
         batch_size: int = 8,
         decode_batch_size: int | None = None,
         channels_last: bool = False,
         local_files_only: bool | None = None,
+        ip_adapter: str | None = None,
+        ip_adapter_scale: float = 1.0,
+        noise_level: int = 0,
     ) -> StableDiffusionBackend:
         """Load a diffusers-format SD checkpoint from a folder or a hub id.
 
         A hub id is looked up in the local Hugging Face cache and downloaded only when the hub
         is reachable; ``local_files_only`` defaults to the ``HF_HUB_OFFLINE`` setting.
+        ``ip_adapter`` (a weight file, a folder holding one, or ORG/REPO/PATH/FILE on the hub)
+        is loaded into the UNet with diffusers' ``load_ip_adapter`` at ``ip_adapter_scale``; a
+        Stable unCLIP checkpoint conditions on the exemplar's embedding noised to ``noise_level``.
         """
         make_scheduler(scheduler, {})  # fail on a bad name before loading any weights
+        if strength is not None:
+            check_strength(strength)
         target = resolve_device(device)
         dtype = resolve_dtype(dtype, target)
         weight_dtype = resolve_precision(dtype, target).weight_dtype
+        if local_files_only is None:
+            local_files_only = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
         folder, name = _checkpoint_folder(str(path_or_hub_id), local_files_only)
         _check_components(folder)
         tokenizer = _load(CLIPTokenizer.from_pretrained, folder, "tokenizer")
@@ -119,6 +145,11 @@ class StableDiffusionBackend(LoopGenerator):
         unet = _load(partial(UNet2DConditionModel.from_pretrained, torch_dtype=weight_dtype), folder, "unet")
         vae = _load(partial(AutoencoderKL.from_pretrained, torch_dtype=weight_dtype), folder, "vae")
         scheduler_config = _load(DDPMScheduler.load_config, folder, "scheduler")
+        image_condition = _image_condition(
+            folder,
+            {"tokenizer": tokenizer, "text_encoder": text_encoder, "unet": unet, "vae": vae, "scheduler": DDPMScheduler.from_config(scheduler_config)},
+            ip_adapter=ip_adapter, ip_adapter_scale=ip_adapter_scale, noise_level=noise_level, local_files_only=local_files_only,
+        )
         return cls(
             name=name,
             tokenizer=tokenizer,
@@ -136,7 +167,31 @@ class StableDiffusionBackend(LoopGenerator):
             strength=strength,
             batch_size=batch_size,
             decode_batch_size=decode_batch_size,
+            channels_last=channels_last,
+            image_condition=image_condition,
         )
+
+    def settings(self) -> dict:
+        """The sampler settings, plus the image condition's when there is one."""
+        settings = super().settings()
+        if self.image_condition is not None:
+            settings["image_condition"] = self.image_condition.settings()
+        return settings
+
+    def exemplar_inputs(self, reference_images: torch.Tensor | None, seeds: list[int]) -> dict[str, Any]:
+        """Pixels for SDEdit (below strength 1 when conditioning on embeddings) and the exemplars' embedding."""
+        if self.image_condition is None:
+            return super().exemplar_inputs(reference_images, seeds)
+        if reference_images is None:
+            raise SynaugError(
+                f"generator {self.generator_id} conditions every image on an exemplar ({self.image_condition.kind}); "
+                "give real exemplars (--reference real, or generator.exemplars: real in a run config), or drop the image conditioning."
+            )
+        with torch.no_grad(), self.pipeline.autocast():
+            condition = self.image_condition(
+                reference_images, seeds, float(self.guidance_scale) != 1.0, self.pipeline.precision.weight_dtype
+            )
+        return {"reference_images": reference_images if self.strength < 1.0 else None, "image_condition": condition}
 
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """CLIP hidden states of the prompts, padded to the tokenizer's maximum length."""
@@ -150,6 +205,26 @@ class StableDiffusionBackend(LoopGenerator):
         with torch.no_grad(), self.pipeline.autocast():
             hidden = self.text_encoder(tokens.input_ids.to(self.pipeline.device), return_dict=False)[0]
         return {"encoder_hidden_states": hidden}
+
+
+def _image_condition(
+    folder: Path, components: dict[str, Any], *, ip_adapter: str | None, ip_adapter_scale: float, noise_level: int, local_files_only: bool
+) -> ImageCondition | None:
+    """The checkpoint's unCLIP condition, the IP-Adapter loaded into its UNet, or None."""
+    unclip = is_unclip_checkpoint(folder)
+    if unclip and ip_adapter is not None:
+        raise SynaugError(f"{folder} is a Stable unCLIP checkpoint, which conditions on the exemplar's embedding itself; drop the IP-Adapter.")
+    if not unclip and noise_level:
+        raise SynaugError(f"noise_level {noise_level} applies to Stable unCLIP checkpoints, and {folder} is none; drop it.")
+    if ip_adapter is None and float(ip_adapter_scale) != 1.0:
+        raise SynaugError(f"ip_adapter_scale {ip_adapter_scale:g} weighs an IP-Adapter; name one (ip_adapter) or drop the scale.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # diffusers' deprecation notes on a pipeline object built only to load
+        if unclip:
+            return load_unclip(folder, components, _load, noise_level=noise_level)
+        if ip_adapter is not None:
+            return load_ip_adapter(str(ip_adapter), components, scale=ip_adapter_scale, local_files_only=local_files_only)
+    return None
 
 
 def _checkpoint_folder(path_or_hub_id: str, local_files_only: bool | None) -> tuple[Path, str]:
