@@ -80,8 +80,12 @@ def test_descriptions_file_rotates_per_class_word_for_word_and_lands_in_the_mani
 def test_cell_descriptions_and_class_names_holding_a_colon(tmp_path):
     names = ["cat: tabby", "dog"]
     text = "cat: tabby | indoor: a tabby on a sofa\ncat: tabby | outdoor: a tabby in grass\ndog|indoor: a dog on a rug\ndog | outdoor: a dog in a park\n"
-    plan = make_plan([[1, 3], [2, 2]], names, group_names=["indoor", "outdoor"], descriptions=write(tmp_path / "d.txt", text))
+    path = write(tmp_path / "d.txt", text + "dog: a dog\ncat: tabby: a tabby cat\n")  # class lines too, for a class-only plan
+    plan = make_plan([[1, 3], [2, 2]], names, group_names=["indoor", "outdoor"], descriptions=path)
     assert plan.prompt(0, 0, 0) == "a tabby on a sofa" and plan.prompt(1, 0, 0) == "a dog on a rug"
+    assert set(plan.descriptions) == {"cat: tabby | indoor", "cat: tabby | outdoor", "dog | indoor", "dog | outdoor"}
+    class_only = make_plan([[1, 3], [2, 2]], names, "class-only", group_names=["indoor", "outdoor"], descriptions=path)
+    assert [class_only.prompt(c, None, 0) for c in (0, 1)] == ["a tabby cat", "a dog"]
 
 
 @pytest.mark.parametrize(
@@ -89,7 +93,8 @@ def test_cell_descriptions_and_class_names_holding_a_colon(tmp_path):
     [
         ("Bga: a bag\n", "names class 'Bga', which the dataset does not have; did you mean 'Bag'?"),
         ("Bag: a bag\nSandal: a sandal\n", "no prompt for 'T-shirt/top'; add a line 'T-shirt/top: <prompt>'"),
-        ("Bag | beach: a bag\n", "names a group, but the plan has none"),
+        ("Bag | beach: a bag\n", "has only 'CLASS | GROUP: prompt' lines, but the plan is per class; add lines such as 'T-shirt/top: <prompt>'"),
+        ("Bag | beach | sand: a bag\n", "more than one '|'"),
         ("Bag a bag\n", "line 1 is not 'CLASS: prompt'"),
         ("Bag:\n", "'Bag' has an empty prompt"),
         ("# nothing yet\n", "holds no prompt"),
@@ -103,8 +108,10 @@ def test_bad_descriptions_files_are_one_line_errors(tmp_path, text, needle):
 
 def test_cell_plans_need_cell_lines_and_other_prompt_errors(tmp_path):
     path = write(tmp_path / "d.txt", DESCRIPTIONS)
-    with pytest.raises(SynaugError, match="names no group, but the plan fills class x group cells"):
+    with pytest.raises(SynaugError, match="has only 'CLASS: prompt' lines, but the plan is per class x group cell"):
         make_plan([[1, 2]] * 3, NAMES, group_names=["a", "b"], descriptions=path)
+    with pytest.raises(SynaugError, match="names group 'c', which the dataset does not have; valid groups: a, b"):
+        make_plan([[1, 2]] * 3, NAMES, group_names=["a", "b"], descriptions={"Bag | c": "a bag"})
     with pytest.raises(SynaugError, match="not both templates and descriptions"):
         make_plan(COUNTS, NAMES, templates=["a {class}"], descriptions=path)
     with pytest.raises(SynaugError, match="unknown template set 'fancy'; use one of plain, modifier"):

@@ -6,7 +6,9 @@ A class (or cell) may have any number of lines; its images take them in turn (im
 uses its ``i % n``-th line), as templates rotate. The names are the dataset's class (and
 group) names, not the prompt names, and the prompt is used word for word (no ``{class}``
 fields). Every class (every cell) of the plan needs at least one line, so that what is
-generated is never a silent fallback::
+generated is never a silent fallback. A file may hold class lines and cell lines together
+(e.g. for a run that makes both a class-only and a class x group plan): a plan per class
+uses the class lines, a plan per cell the cell lines::
 
     # descriptions.txt
     Sandal: a brown leather sandal with thin straps, product photo
@@ -50,13 +52,12 @@ def read_descriptions(path: str | Path, class_names: Sequence[str], group_names:
         raise SynaugError(f"descriptions file {path} does not exist; write one line 'CLASS: prompt' per prompt, or fix the path.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SynaugError(f"cannot read descriptions file {path} ({getattr(exc, 'strerror', None) or exc}); save it as UTF-8 text.") from None
-    known = expected_keys(class_names, group_names)
     descriptions: Descriptions = {}
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith(COMMENT):
             continue
-        key, prompt = _split_line(line, known, f"{path} line {number}")
+        key, prompt = _split_line(line, class_names, f"{path} line {number}")
         descriptions.setdefault(key, []).append(prompt)
     return check_descriptions(descriptions, class_names, group_names, where=f"descriptions file {path}")
 
@@ -67,17 +68,26 @@ def check_descriptions(
     """``descriptions`` as ``{key: [prompt, ...]}`` with a key per class (or cell), each known and none missing.
 
     Keys may be given as "CLASS", "CLASS | GROUP" or (CLASS, GROUP) pairs; a value may be one
-    prompt or a list of them.
+    prompt or a list of them. Keys of the other kind (cells for a class plan, classes for a
+    cell plan) are checked for unknown names, then left out.
     """
     known = expected_keys(class_names, group_names)
     result: Descriptions = {}
+    other_kind = 0
     for key, prompts in descriptions.items():
         key = _normal_key(key)
-        _check_key(key, known, class_names, group_names, where)
+        _check_names(key, class_names, group_names, where)
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
             raise SynaugError(f"{where}: '{key}' has an empty prompt; give each line some text after the colon.")
-        result.setdefault(key, []).extend(p.strip() for p in prompts)
+        if key in known:
+            result.setdefault(key, []).extend(p.strip() for p in prompts)
+        else:
+            other_kind += 1
+    if not result and other_kind:
+        example = description_key(class_names[0]) if group_names is None else description_key(class_names[0], group_names[0])
+        have, need = ("'CLASS | GROUP: prompt'", "per class") if group_names is None else ("'CLASS: prompt'", "per class x group cell")
+        raise SynaugError(f"{where} has only {have} lines, but the plan is {need}; add lines such as '{example}: <prompt>'.")
     if not result:
         raise SynaugError(f"{where} holds no prompt; write one line 'CLASS: prompt' per prompt.")
     missing = [key for key in known if key not in result]
@@ -87,11 +97,15 @@ def check_descriptions(
     return {key: result[key] for key in known}
 
 
-def _split_line(line: str, known: Sequence[str], where: str) -> tuple[str, str]:
-    """(key, prompt) of one line; a known key holding a colon is matched whole, longest first."""
-    for key in sorted((k for k in known if ":" in k), key=len, reverse=True):
-        if line.startswith(key + ":"):
-            return key, line[len(key) + 1:].strip()
+def _split_line(line: str, class_names: Sequence[str], where: str) -> tuple[str, str]:
+    """(key, prompt) of one line; a class name holding a colon is matched whole, longest first."""
+    for name in sorted((c for c in class_names if ":" in c), key=len, reverse=True):
+        rest = line[len(name):].lstrip() if line.startswith(name) else ""
+        if rest.startswith(":"):
+            return description_key(name), rest[1:].strip()
+        group, sep, prompt = rest[1:].partition(":") if rest.startswith("|") else ("", "", "")
+        if sep:
+            return description_key(name, group.strip()), prompt.strip()
     key, sep, prompt = line.partition(":")
     if not sep:
         raise SynaugError(f"{where} is not 'CLASS: prompt' (no colon); write the class name, a colon, then the prompt.")
@@ -104,20 +118,14 @@ def _normal_key(key) -> str:
     return CELL_SEPARATOR.join(parts)
 
 
-def _check_key(key: str, known: Sequence[str], class_names: Sequence[str], group_names: Sequence[str] | None, where: str) -> None:
-    """A one-line error for a key of the wrong kind (class vs cell) or naming an unknown class or group."""
-    if key in known:
-        return
+def _check_names(key: str, class_names: Sequence[str], group_names: Sequence[str] | None, where: str) -> None:
+    """A one-line error for a key naming an unknown class, or (in a plan with groups) an unknown group."""
     parts = key.split(CELL_SEPARATOR)
-    if group_names is None and len(parts) > 1:
-        raise SynaugError(f"{where}: '{key}' names a group, but the plan has none; write 'CLASS: prompt' lines for a class plan.")
-    if group_names is not None and len(parts) == 1:
-        raise SynaugError(
-            f"{where}: '{key}' names no group, but the plan fills class x group cells; write 'CLASS | GROUP: prompt' lines, "
-            f"e.g. '{description_key(class_names[0], group_names[0])}: ...'."
-        )
+    if len(parts) > 2:
+        raise SynaugError(f"{where}: '{key}' has more than one '|'; write 'CLASS: prompt' or 'CLASS | GROUP: prompt'.")
     if parts[0] not in class_names:
         near = difflib.get_close_matches(parts[0], list(class_names), n=1)
         hint = f"did you mean '{near[0]}'? " if near else ""
         raise SynaugError(f"{where} names class '{parts[0]}', which the dataset does not have; {hint}valid classes: {', '.join(class_names)}.")
-    raise SynaugError(f"{where} names group '{parts[-1]}', which the dataset does not have; valid groups: {', '.join(group_names or [])}.")
+    if len(parts) == 2 and group_names is not None and parts[1] not in group_names:
+        raise SynaugError(f"{where} names group '{parts[1]}', which the dataset does not have; valid groups: {', '.join(group_names)}.")
