@@ -158,3 +158,16 @@ def test_plan_overgenerate_then_synaug_filter_on_the_command_line(tmp_path, clip
     manifest = SyntheticStore(store).manifest()
     assert manifest.groupby("class_id")["kept"].sum().tolist() == plan.keep_counts[1:].tolist()
     assert len(SyntheticStore(store).load()) == 28
+
+
+def test_decisions_can_live_outside_the_store(tmp_path):
+    store = make_store(tmp_path / "s", [6, 4, 3], overgrow=1.5)
+    filter_store(store, [FilterStep(IndexScorer(store, {i: -i for i in range(5)}))])
+    own = store.manifest()
+    with pytest.warns(UserWarning, match="kept fewer images than needed"):
+        elsewhere = filter_store(store, [FilterStep(IndexScorer(store, {i: i for i in range(5)}), keep_best=1)], out=tmp_path / "other.parquet")
+    assert elsewhere.path == tmp_path / "other.parquet"
+    pd.testing.assert_frame_equal(store.manifest(), own)  # the store's own decisions are untouched
+    assert own.loc[own["kept"], "index"].tolist() == [0, 1, 0, 1, 2]
+    files = [f"{p.parent.name}/{p.name}" for p in store.load(decisions=elsewhere.path).files]
+    assert files == ["vertical/000002.png", "checker/000004.png"]

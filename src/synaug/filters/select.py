@@ -72,8 +72,11 @@ class FilterResult:
         return sum(cell["scored"] for cell in self.cells)
 
 
-def filter_store(store: SyntheticStore | str | Path, steps: list[FilterStep]) -> FilterResult:
+def filter_store(store: SyntheticStore | str | Path, steps: list[FilterStep], out: str | Path | None = None) -> FilterResult:
     """Score every finished image of ``store`` with ``steps`` and record the decisions (see the module doc).
+
+    ``out`` writes the decisions to another file than the store's own ``filter.parquet`` (a
+    pipeline keeps one table per filter setting; pass it to :meth:`SyntheticStore.load` as ``decisions``).
 
     A step that leaves a planned class (cell) without any image is a one-line error naming
     it and how many images passed; nothing is written then.
@@ -83,7 +86,7 @@ def filter_store(store: SyntheticStore | str | Path, steps: list[FilterStep]) ->
         raise SynaugError("filtering needs at least one step (a CLIP or a classifier filter).")
     store.check_complete()
     plan = store.plan
-    frame = _finished(store)
+    frame = _finished(store, out)
     data = _images(store, frame)
     prompts = frame["prompt"].astype(str).tolist()
     cell = _cell_ids(frame)
@@ -108,7 +111,7 @@ def filter_store(store: SyntheticStore | str | Path, steps: list[FilterStep]) ->
         rejected[alive & ~best] = OVERGENERATION
         alive = best
     table = frame[KEYS].astype("int64").assign(**columns, kept=alive, rejected_by=rejected)
-    path = _write(store.root / FILTER_FILE, table, [step.scorer.settings() | {"threshold": step.threshold, "keep_best": step.keep_best} for step in steps])
+    path = _write(Path(out) if out is not None else store.root / FILTER_FILE, table, [step.scorer.settings() | {"threshold": step.threshold, "keep_best": step.keep_best} for step in steps])
     return _summary(path, plan, frame, cell, alive)
 
 
@@ -155,10 +158,10 @@ def _check_cells_kept(plan, frame: pd.DataFrame, cell: np.ndarray, alive: np.nda
 
 
 # ---- data ------------------------------------------------------------------------------------
-def _finished(store: SyntheticStore) -> pd.DataFrame:
+def _finished(store: SyntheticStore, out: str | Path | None) -> pd.DataFrame:
     """The store's finished rows, without the columns of an earlier filter."""
-    frame = store.manifest()
-    previous = store.root / FILTER_FILE
+    frame = store.manifest(out)
+    previous = Path(out) if out is not None else store.root / FILTER_FILE
     if previous.is_file():
         frame = frame.drop(columns=[c for c in pq.read_schema(previous).names if c not in KEYS])
     frame = frame[frame["status"] == STATUS_OK].reset_index(drop=True)

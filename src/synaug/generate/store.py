@@ -168,20 +168,20 @@ class SyntheticStore:
         return SynthesisPlan.from_dict(self.info["plan"], where=f"the plan in {self.root / INFO_FILE}")
 
     # ---- reading -------------------------------------------------------------------
-    def manifest(self) -> pd.DataFrame:
+    def manifest(self, decisions: str | Path | None = None) -> pd.DataFrame:
         """One row per recorded image (finished or failed), sorted by class, group and index.
 
         Integer columns are pandas nullable integers (``group_id`` is null without groups);
         ``group_key`` is ``group_id`` with -1 for null, the key (class_id, group_key, index)
         is unique. A filtered store (:mod:`synaug.filters`) adds its filter columns: the scores,
-        ``kept`` and ``rejected_by``.
+        ``kept`` and ``rejected_by``; ``decisions`` names another filter table to join instead.
         """
         frame = files.read_manifest(self.root).to_pandas(types_mapper=NULLABLE_INTS.get)
         frame["group_key"] = frame["group_id"].fillna(-1).astype("int64")
-        if (self.root / FILTER_FILE).is_file():
-            decisions = pq.read_table(self.root / FILTER_FILE).to_pandas()
-            frame = frame.merge(decisions.astype({"class_id": "int64", "index": "int64"}), how="left",
-                                on=["class_id", "group_key", "index"], validate="one_to_one")
+        table = Path(decisions) if decisions is not None else self.root / FILTER_FILE
+        if table.is_file():
+            columns = pq.read_table(table).to_pandas().astype({"class_id": "int64", "index": "int64"})
+            frame = frame.merge(columns, how="left", on=["class_id", "group_key", "index"], validate="one_to_one")
         return frame
 
     def finished_keys(self) -> set[tuple[int, int, int]]:
@@ -208,19 +208,20 @@ class SyntheticStore:
         group_names: Sequence[str] | None = None,
         in_memory: bool = False,
         per_class: Sequence[int] | None = None,
+        decisions: str | Path | None = None,
     ) -> LabeledImages:
         """The finished images as a dataset with ``is_synthetic`` set (file-backed unless ``in_memory``).
 
         With ``class_names`` (and ``group_names``), labels follow that dataset's order, so
         the result concatenates with it; a class the dataset lacks is an error. ``per_class``
         (one count per plan class) keeps only each class's first images by plan index. A
-        filtered store gives only the images its filter kept.
+        filtered store gives only the images its filter kept (``decisions``: those of another filter table).
         """
         plan = self.plan
         classes = list(plan.class_names) if class_names is None else [str(n) for n in class_names]
         groups = plan.group_names if group_names is None or plan.group_names is None else [str(g) for g in group_names]
         plan.check_dataset(classes, groups)
-        frame = self.manifest()
+        frame = self.manifest(decisions)
         frame = frame[frame["status"] == STATUS_OK]
         if "kept" in frame:
             frame = frame[frame["kept"].fillna(False).astype(bool)]
