@@ -77,3 +77,17 @@ def test_one_curves_figure_per_recipe_with_its_seeds_and_a_report_section(tmp_pa
     assert "## Training curves" in markdown and "![CE: training curves](curves-ce.png)" in markdown
     bare = write_report(report_inputs(tmp_path, runs_for("ce", "CE", [70.0], [40.0])), tmp_path / "bare")
     assert "Training curves" not in (bare / "report.md").read_text() and not list(bare.glob("curves-*"))
+
+
+def test_synaug_train_writes_event_files_with_tensorboard_only(tmp_path, monkeypatch, capsys):
+    from data_writers import write_fashion_mnist
+    from synaug.cli import main
+
+    monkeypatch.setenv("SYNAUG_FASHION_MNIST", str(write_fashion_mnist(tmp_path / "fm", train_per_class=30, test_per_class=3)))
+    common = ["train", "--longtail", "5", "--max-per-class", "10", "--epochs", "2", "--no-progress"]
+    assert main([*common, "--tensorboard", str(tmp_path / "tb"), "--out", str(tmp_path / "with")]) == 0
+    assert len(event_files(tmp_path / "tb")) == 1
+    assert len(read_history(tmp_path / "with")) == 2
+    assert main([*common, "--out", str(tmp_path / "without")]) == 0
+    assert len(event_files(tmp_path)) == 1  # still only the first run's
+    capsys.readouterr()
