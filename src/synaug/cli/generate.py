@@ -29,7 +29,7 @@ from synaug.generate.loading import load_generator, warn_outside_vocabulary
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import SyntheticStore
 from synaug.plan.planner import STRATEGIES, SynthesisPlan, overgenerate, plan_for_dataset
-from synaug.plan.prompts import TEMPLATE_SETS, parse_name_overrides
+from synaug.plan.prompts import TEMPLATE_SETS, PromptSources, parse_name_overrides
 
 if TYPE_CHECKING:
     from synaug.generate.bench import BenchResult
@@ -39,8 +39,8 @@ ESTIMATE_OPTIONS = ("plan", "rate", "estimate", "bench", "sample_store", "worker
 
 
 @dataclass
-class PlanOptions(DatasetOptions):
-    """Options of `synaug plan`."""
+class PlanOptions(DatasetOptions, PromptSources):
+    """Options of `synaug plan` (the prompt sources of :class:`~synaug.plan.prompts.PromptSources` among them)."""
 
     index: Optional[str] = None
     longtail: Optional[float] = None
@@ -51,8 +51,6 @@ class PlanOptions(DatasetOptions):
     budget: Optional[int] = None
     overgenerate: Optional[float] = None
     template: list = field(default_factory=list)
-    template_set: Optional[str] = None
-    descriptions: Optional[str] = None
     negative_prompt: Optional[str] = None
     class_prompt_names: Union[list, dict] = field(default_factory=list)
     seed: int = 0

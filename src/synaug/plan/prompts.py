@@ -23,6 +23,7 @@ LLM or by a captioner come from a descriptions file instead (:mod:`synaug.plan.d
 from __future__ import annotations
 
 import string
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from synaug.errors import SynaugError
@@ -47,6 +48,22 @@ TEMPLATE_SETS = {
 GROUP_SUFFIX = ", {context}"
 CLASS_FIELDS = ("class",)
 GROUP_FIELDS = ("context", "group")
+
+
+@dataclass
+class PromptSources:
+    """The prompt settings besides explicit templates, declared once for `synaug plan` (options and
+    ``--config`` keys) and the ``plan`` section of run configs; :func:`synaug.plan.make_plan` takes
+    the same names as keywords. Give at most one of them, and then no templates.
+
+    Parameters
+    ----------
+    template_set : a built-in set of :data:`TEMPLATE_SETS` ("plain" or "modifier").
+    descriptions : a descriptions file (format: :mod:`synaug.plan.descriptions`).
+    """
+
+    template_set: str | None = None
+    descriptions: str | None = None
 
 
 def template_fields(template: str) -> list[str]:
