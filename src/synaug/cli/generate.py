@@ -25,6 +25,7 @@ from synaug.data.benchmarks import GENERATOR_RESERVE, longtail_indices, pool_ind
 from synaug.data.dataset import LabeledImages
 from synaug.data.registry import DATASET_KINDS, load_dataset, load_index
 from synaug.errors import SynaugError
+from synaug.generate.exemplars import ExemplarSpec, check_exemplar_source
 from synaug.generate.loading import load_generator, warn_outside_vocabulary
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import SyntheticStore
@@ -94,6 +95,10 @@ class GenerateOptions:
     feedback_data: Union[str, dict, None] = None
     reference: Optional[str] = None
     real_data: Union[str, dict, None] = None
+    strength: Optional[float] = None
+    ip_adapter: Optional[str] = None
+    ip_adapter_scale: float = 1.0
+    noise_level: int = 0
 
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file of options (keys = option names).")]
@@ -222,8 +227,12 @@ def generate(
     feedback_window: Annotated[Optional[str], typer.Option("--feedback-window", help="START:STOP fractions of the steps that are guided (default: 0:1).")] = None,
     feedback_path: Annotated[Optional[str], typer.Option("--feedback-path", help="x0 (UNet output held constant, fast) or full (through the UNet) (default: x0).")] = None,
     feedback_data: Annotated[Optional[str], typer.Option("--feedback-data", help="Real data for the hardness Gaussians: index file (.json) or `synaug plan` options YAML (default: --real-data).")] = None,
-    reference: Annotated[Optional[str], typer.Option("--reference", help="real: start each image from a real image of its class (img2img), picked from --real-data with the plan's seed.")] = None,
+    reference: Annotated[Optional[str], typer.Option("--reference", help="real: make each image from an exemplar, a real image of its class (or cell) from --real-data, picked by a seeded rule and recorded in the manifest.")] = None,
     real_data: Annotated[Optional[str], typer.Option("--real-data", help="The plan's real data: index file (.json) of `synaug data longtail` or the options YAML given to `synaug plan`.")] = None,
+    strength: Annotated[Optional[float], typer.Option("--strength", help="With --reference: fraction of the steps re-run from the noised exemplar, in (0, 1] (default: 0.5; 1 with --ip-adapter or an unCLIP checkpoint).")] = None,
+    ip_adapter: Annotated[Optional[str], typer.Option("--ip-adapter", help="With --reference and a Stable Diffusion checkpoint: condition on the exemplar's embedding with this IP-Adapter (weight file, folder, or ORG/REPO/PATH/FILE).")] = None,
+    ip_adapter_scale: Annotated[Optional[float], typer.Option("--ip-adapter-scale", help="Weight of the IP-Adapter's attention (default: 1).")] = None,
+    noise_level: Annotated[Optional[int], typer.Option("--noise-level", help="Stable unCLIP: noise added to the exemplar's embedding (default: 0).")] = None,
 ) -> None:
     """Generate a plan's images into a store; re-running resumes and skips finished images."""
     given = given_options(
@@ -232,6 +241,7 @@ def generate(
         ray=ray, ray_address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker, progress=progress,
         feedback=feedback, feedback_classifier=feedback_classifier, feedback_scale=feedback_scale, feedback_every=feedback_every,
         feedback_window=feedback_window, feedback_path=feedback_path, feedback_data=feedback_data, reference=reference, real_data=real_data,
+        strength=strength, ip_adapter=ip_adapter, ip_adapter_scale=ip_adapter_scale, noise_level=noise_level,
     )
     options = build_options(GenerateOptions, given, config)
     if options.plan is None or options.out is None:
@@ -239,9 +249,11 @@ def generate(
     synthesis = SynthesisPlan.load(options.plan)
     if options.seed is not None:
         synthesis = dataclasses.replace(synthesis, seed=options.seed)
+    check_exemplar_source(options.reference, "--reference")
+    exemplars = ExemplarSpec(options.reference, options.strength, options.ip_adapter, options.ip_adapter_scale, options.noise_level)
     sampler = {
         "scheduler": options.scheduler, "steps": options.steps, "guidance_scale": options.guidance, "dtype": options.dtype,
-        "device": options.device, "batch_size": options.batch_size,
+        "device": options.device, "batch_size": options.batch_size, **exemplars.generator_settings(),
     }
     warn_outside_vocabulary(synthesis, options.generator)
     hooks, references = _feedback_and_references(synthesis, options, given)
@@ -299,10 +311,7 @@ def _feedback_and_references(synthesis: SynthesisPlan, options: GenerateOptions,
     """The feedback-guidance hook and the real reference images that the options ask for."""
     references = None
     if options.reference is not None:
-        if options.reference != "real":
-            raise SynaugError(f"--reference {options.reference!r} is not known; use --reference real (with --real-data).")
-        real = _real_data(options.real_data, "--reference real")
-        references = real.subset(np.random.default_rng(synthesis.seed).permutation(len(real)))
+        references = _real_data(options.real_data, "--reference real")
     if options.feedback is None:
         stray = sorted(k for k in given if k.startswith("feedback_"))
         if stray:

@@ -15,7 +15,10 @@ exemplars. Images flagged ``is_synthetic`` are never exemplars.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +53,51 @@ def check_exemplar_source(source: str | None, name: str = "exemplars") -> str | 
     if source is not None and source not in EXEMPLAR_SOURCES:
         raise SynaugError(f"{name} {source!r} is not known; use {' or '.join(EXEMPLAR_SOURCES)} (or leave it out for text only).")
     return source
+
+
+@dataclass(frozen=True)
+class ExemplarSpec:
+    """How exemplars enter generation, declared once for the Python API, ``synaug generate`` and run configs.
+
+    Parameters
+    ----------
+    source : ``real`` (each image gets a real training image of its class or cell) or None (text only).
+    strength : fraction of the sampling steps re-run from the noised exemplar, in (0, 1]; None: 0.5,
+        or 1.0 (from noise, the exemplar entering through its embedding only) for image-embedding generators.
+    ip_adapter : an IP-Adapter for a Stable Diffusion checkpoint: its weight file (``image_encoder/``
+        next to it), a folder holding one, or ORG/REPO/PATH/FILE on the Hugging Face hub.
+    ip_adapter_scale : weight of the adapter's attention (1 as trained, 0 ignores the exemplar).
+    noise_level : noise a Stable unCLIP checkpoint adds to the exemplar's embedding (0: none).
+    """
+
+    source: str | None = None
+    strength: float | None = None
+    ip_adapter: str | None = None
+    ip_adapter_scale: float = 1.0
+    noise_level: int = 0
+
+    def __post_init__(self) -> None:
+        check_exemplar_source(self.source, "exemplar source")
+        if self.strength is not None:
+            check_strength(self.strength)
+        shaping = [name for name, default in SHAPING_DEFAULTS.items() if getattr(self, name) != default]
+        if self.source is None and shaping:
+            raise SynaugError(
+                f"{shaping[0]} shapes how exemplars enter the images, and none are given; "
+                "add them (--reference real, or exemplars.source: real in a run config), or drop it."
+            )
+        if not (isinstance(self.ip_adapter_scale, (int, float)) and math.isfinite(self.ip_adapter_scale) and self.ip_adapter_scale >= 0):
+            raise SynaugError(f"ip_adapter_scale {self.ip_adapter_scale!r} must be a finite number >= 0; 1 weighs the adapter as trained.")
+        if isinstance(self.noise_level, bool) or not isinstance(self.noise_level, int) or self.noise_level < 0:
+            raise SynaugError(f"noise_level {self.noise_level!r} must be a whole number >= 0 (unCLIP's timesteps; 0 adds no noise).")
+
+    def generator_settings(self) -> dict[str, Any]:
+        """The settings :func:`~synaug.generate.loading.load_generator` takes for these exemplars (those set only)."""
+        return {name: getattr(self, name) for name, default in SHAPING_DEFAULTS.items() if getattr(self, name) != default}
+
+
+SHAPING_DEFAULTS = {"strength": None, "ip_adapter": None, "ip_adapter_scale": 1.0, "noise_level": 0}
+"""The :class:`ExemplarSpec` fields that are generator settings, with their defaults (unset)."""
 
 
 class ExemplarPicker:

@@ -123,6 +123,13 @@ def _is_embedded(spec: str) -> bool:
 def _load_embedded(spec: str, settings: dict[str, Any]) -> "Generator":
     from synaug.generate.backends.embedded import SHIPPED_PREFIX, EmbeddedBackend
 
+    embedding = [name for name in ("ip_adapter", "ip_adapter_scale", "noise_level") if name in settings]
+    if embedding:
+        raise SynaugError(
+            f"{embedding[0]} conditions a Stable Diffusion checkpoint on the exemplar's embedding; embedded generators take "
+            "exemplars by img2img (strength) only: pass a Stable Diffusion checkpoint as the generator, or drop it."
+        )
+
     if spec == "embedded":
         return EmbeddedBackend.default(**settings)
     if spec.startswith(SHIPPED_PREFIX):

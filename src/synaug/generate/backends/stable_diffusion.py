@@ -140,6 +140,7 @@ class StableDiffusionBackend(LoopGenerator):
             local_files_only = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
         folder, name = _checkpoint_folder(str(path_or_hub_id), local_files_only)
         _check_components(folder)
+        _check_image_settings(folder, ip_adapter, ip_adapter_scale, noise_level)
         tokenizer = _load(CLIPTokenizer.from_pretrained, folder, "tokenizer")
         text_encoder = _load(CLIPTextModel.from_pretrained, folder, "text_encoder")
         unet = _load(partial(UNet2DConditionModel.from_pretrained, torch_dtype=weight_dtype), folder, "unet")
@@ -207,10 +208,8 @@ class StableDiffusionBackend(LoopGenerator):
         return {"encoder_hidden_states": hidden}
 
 
-def _image_condition(
-    folder: Path, components: dict[str, Any], *, ip_adapter: str | None, ip_adapter_scale: float, noise_level: int, local_files_only: bool
-) -> ImageCondition | None:
-    """The checkpoint's unCLIP condition, the IP-Adapter loaded into its UNet, or None."""
+def _check_image_settings(folder: Path, ip_adapter: str | None, ip_adapter_scale: float, noise_level: int) -> None:
+    """One-line errors for image-embedding settings that do not apply to checkpoint ``folder``."""
     unclip = is_unclip_checkpoint(folder)
     if unclip and ip_adapter is not None:
         raise SynaugError(f"{folder} is a Stable unCLIP checkpoint, which conditions on the exemplar's embedding itself; drop the IP-Adapter.")
@@ -218,9 +217,15 @@ def _image_condition(
         raise SynaugError(f"noise_level {noise_level} applies to Stable unCLIP checkpoints, and {folder} is none; drop it.")
     if ip_adapter is None and float(ip_adapter_scale) != 1.0:
         raise SynaugError(f"ip_adapter_scale {ip_adapter_scale:g} weighs an IP-Adapter; name one (ip_adapter) or drop the scale.")
+
+
+def _image_condition(
+    folder: Path, components: dict[str, Any], *, ip_adapter: str | None, ip_adapter_scale: float, noise_level: int, local_files_only: bool
+) -> ImageCondition | None:
+    """The checkpoint's unCLIP condition, the IP-Adapter loaded into its UNet, or None."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # diffusers' deprecation notes on a pipeline object built only to load
-        if unclip:
+        if is_unclip_checkpoint(folder):
             return load_unclip(folder, components, _load, noise_level=noise_level)
         if ip_adapter is not None:
             return load_ip_adapter(str(ip_adapter), components, scale=ip_adapter_scale, local_files_only=local_files_only)
