@@ -6,11 +6,22 @@ always names the fix. Library callers catch :class:`SynaugError`.
 
 
 class SynaugError(Exception):
-    """A user-fixable problem; ``str(error)`` is a single line that names the fix."""
+    """A user-fixable problem; ``str(error)`` is a single line that names the fix.
+
+    >>> try:
+    ...     synaug.load_generator("embeded")
+    ... except synaug.SynaugError as error:
+    ...     print(error)  # doctest: +SKIP
+    generator 'embeded' is neither a folder here nor a shipped generator; did you mean 'embedded'?
+    """
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
 
 
 class SynaugWarning(UserWarning):
-    """Something the user may want to fix that does not stop the work; the CLI prints it as ``warning: <message>``."""
+    """Something the user may want to fix that does not stop the work; the CLI prints it as ``warning: <message>``.
+
+    >>> import warnings
+    >>> warnings.simplefilter("error", synaug.SynaugWarning)  # doctest: +SKIP
+    """

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,8 +14,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from synaug.pipeline.config import load_run_config
-from synaug.pipeline.stages import STAGES, PipelineResult, run_pipeline
+from synaug.api.running import run as run_config
+from synaug.pipeline.stages import STAGES, PipelineResult
 from synaug.report.results import GROUP_METRIC_LABELS, GROUP_METRICS, METRIC_LABELS
 
 TABLE_METRICS = ("top1", "many", "medium", "few")
@@ -34,17 +33,7 @@ def run(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
     """Run the SYNAuG pipeline: data, plan, generate, train, cRT, evaluate, report."""
-    run_config, text = load_run_config(config)
-    overrides = []
-    if out is not None:
-        run_config.output = out
-        overrides.append(f"output = {out}")
-    command = ["synaug", "run", str(config)] + (["--stage", stage] if stage else []) + (["--out", out] if out else [])
-    result = run_pipeline(
-        run_config, stage=stage, config_name=str(config), config_text=text, command=shlex.join(command),
-        overrides=overrides, progress=progress,
-    )
-    print_results(result)
+    print_results(run_config(config, stage=stage, out=out, progress=progress))
 
 
 def print_results(result: PipelineResult, console: Console | None = None) -> None:

@@ -73,6 +73,10 @@ def fashion_mnist_lt(
     """(long-tailed train set from the pool half, official test set).
 
     At the defaults the classes keep 500/299/179/107/64/38/23/13/8/5 = 1,236 images.
+
+    >>> train, test = synaug.fashion_mnist_lt(imbalance_factor=100)  # doctest: +SKIP
+    >>> train.class_counts()[:3]  # doctest: +SKIP
+    array([500, 299, 179])
     """
     train = load_fashion_mnist("train", root)
     lt = longtail_from(train, imbalance_factor, max_per_class, seed=seed, reserve=GENERATOR_RESERVE)

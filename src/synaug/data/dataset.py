@@ -33,6 +33,10 @@ class LabeledImages:
     groups : int64 array (N,) of group indices, or None.
     group_names : name of each group when ``groups`` is set.
     is_synthetic : bool array (N,); all False when not given.
+
+    >>> data = LabeledImages(np.array([0, 1]), ["cat", "dog"], images=torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+    >>> data.class_counts().tolist(), data.is_synthetic.tolist()
+    ([1, 1], [False, False])
     """
 
     labels: np.ndarray

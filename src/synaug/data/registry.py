@@ -66,6 +66,8 @@ def load_dataset(
     ``options`` go to those loaders (see :data:`LOADER_OPTIONS`); ``groups_csv`` gives
     ``imagefolder`` images a group (:func:`~synaug.data.groups.load_image_folder_with_groups`,
     paths relative to the folder the split is read from).
+
+    >>> test = synaug.load_dataset("fashion-mnist", split="test")  # doctest: +SKIP
     """
     if kind not in DATASET_KINDS:
         raise SynaugError(f"unknown dataset '{kind}'; use one of {', '.join(DATASET_KINDS)}.")

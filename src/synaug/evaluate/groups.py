@@ -101,12 +101,13 @@ def group_report(
     return report
 
 
-def cell_report(logits: torch.Tensor | np.ndarray, test: LabeledImages, train: LabeledImages) -> dict[str, Any]:
+def cell_report(logits: torch.Tensor | np.ndarray, test: LabeledImages, train: LabeledImages | np.ndarray) -> dict[str, Any]:
     """:func:`group_report` over the (class, group) cells of ``test``, the means weighted by the cells
-    of ``train`` (the real training set), the group attribute as the sensitive feature."""
+    of ``train`` (the real training set, or its ``cell_counts()``), the group attribute as the sensitive feature."""
     cells, names = group_cells(test)
+    train_counts = train.cell_counts() if isinstance(train, LabeledImages) else np.asarray(train)
     return group_report(
-        logits, test.labels, cells, names, train.cell_counts().ravel(), sensitive=test.groups,
+        logits, test.labels, cells, names, train_counts.ravel(), sensitive=test.groups,
         sensitive_names=test.group_names, num_classes=test.num_classes,
     )
 

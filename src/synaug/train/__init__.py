@@ -1,7 +1,7 @@
 """Train stage: models, batched augmentation, the trainer, cRT and checkpoints."""
 
 from synaug.train.augment import BatchAugment
-from synaug.train.checkpoint import load_checkpoint, save_checkpoint
+from synaug.train.checkpoint import load_checkpoint, load_train_result, save_checkpoint
 from synaug.train.crt import ClassBalancedSampler, retrain_classifier
 from synaug.train.models import MODELS, Normalizer, build_model, resnet32, resnet50, small_resnet
 from synaug.train.trainer import RECIPES, TrainConfig, TrainResult, extract_features, infer, recipe, train_classifier
@@ -18,6 +18,7 @@ __all__ = [
     "extract_features",
     "infer",
     "load_checkpoint",
+    "load_train_result",
     "recipe",
     "resnet32",
     "resnet50",

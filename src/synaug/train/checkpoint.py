@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import safetensors.torch
 import torch
 from safetensors import SafetensorError
@@ -123,3 +124,23 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
             f"{weights_path} does not match the model in config.json ({first}); re-run `synaug train --out {run}`."
         ) from None
     return model.to(device).eval(), normalizer, meta
+
+
+def load_train_result(folder: str | Path, device: str | torch.device = "cpu") -> TrainResult:
+    """A checkpoint as the :class:`TrainResult` that was saved (model on ``device``), ready to use or save again."""
+    from synaug.train.trainer import TrainConfig
+
+    model, normalizer, meta = load_checkpoint(folder, device)
+    channels = int(meta["in_channels"])
+    return TrainResult(
+        model=model,
+        history=meta.get("history", []),
+        normalizer=normalizer,
+        config=TrainConfig(**meta["train_config"]),
+        class_names=list(meta["class_names"]),
+        train_counts=np.asarray(meta["train_counts"]),
+        synthetic_counts=np.asarray(meta["synthetic_counts"]),
+        sample_counts=dict(meta["sample_counts"]),
+        image_shape=(channels, *[int(s) for s in meta["image_size"]]),
+        seconds=float(meta.get("train_seconds", 0.0)),
+    )
