@@ -17,7 +17,7 @@ from tiny_transformers import save_backbone, save_clip
 from train_helpers import pattern_images
 
 from synaug.errors import SynaugError
-from synaug.filters import ClassifierScorer, ClipScorer, FilterStep, filter_store
+from synaug.filters import ClassifierScorer, ClipScorer, FilterSpec, FilterStep, filter_store
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import FILTER_FILE, SyntheticStore
 from synaug.plan import make_plan
@@ -134,6 +134,12 @@ def test_bad_filters_are_one_line_and_write_nothing(tmp_path, clip):
         filter_store(store, [FilterStep(ClassifierScorer(tmp_path / "other"))])
     with pytest.raises(SynaugError, match="over-generation factor 0.5 must be a number from 1 to 100"):
         overgenerate(store.plan, 0.5)
+    with pytest.raises(SynaugError, match="over-generation keeps the best images by a score; set clip or classifier too"):
+        FilterSpec(overgenerate=2)
+    with pytest.raises(SynaugError, match="confidence_threshold and confidence_keep_best need a classifier"):
+        FilterSpec(clip=str(clip), confidence_threshold=0.5)
+    with pytest.raises(SynaugError, match="filter clip_threshold must be a finite number, got nan"):
+        FilterSpec(clip=str(clip), clip_threshold=float("nan"))
 
 
 def test_plan_overgenerate_then_synaug_filter_on_the_command_line(tmp_path, clip, capsys, monkeypatch):
