@@ -119,3 +119,19 @@ def test_strength_one_and_known_sources_pass():
     assert check_exemplar_source("real") == "real" and check_exemplar_source(None) is None
     with pytest.raises(SynaugError, match="use real"):
         check_exemplar_source("synthetic")
+
+
+def test_the_over_sampler_takes_exemplars_from_the_dataset(tmp_path):
+    import synaug
+
+    real = numbered([0] * 5 + [1] * 2, ["cat", "dog"])
+    sampler = synaug.SyntheticOverSampler(FakeGenerator(), exemplars=synaug.ExemplarSpec("real"), store=tmp_path / "s", progress=False)
+    sampler.fit_resample(real)
+    manifest = SyntheticStore(tmp_path / "s").manifest()
+    assert len(manifest) == 3 and set(manifest["exemplar"]) == {"5", "6"}  # the two real dogs
+    with pytest.raises(SynaugError) as error:
+        synaug.SyntheticOverSampler(FakeGenerator(), exemplars=synaug.ExemplarSpec("real", strength=0.3), store=tmp_path / "t").fit_resample(real)
+    assert "pass the generator as a spec string" in one_line(error)
+    with pytest.raises(SynaugError) as error:
+        synaug.ExemplarSpec(strength=0.3)
+    assert "strength shapes how exemplars enter the images, and none are given" in one_line(error)

@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator
 
 from synaug.data.dataset import LabeledImages
 from synaug.errors import SynaugError
+from synaug.generate.exemplars import ExemplarSpec
 from synaug.guidance.feedback import DEFAULT_EVERY, DEFAULT_SCALE
 from synaug.plan.planner import STRATEGIES, SynthesisPlan, plan_for_dataset
 from synaug.plan.prompts import TEMPLATE_SETS
@@ -104,6 +105,9 @@ class SyntheticOverSampler(BaseEstimator):
     store : folder of the synthetic images (PNGs + manifest); a re-run resumes it.
     random_state : the seed every image's seed derives from.
     guidance : a :class:`Guidance` for feedback-guided synthesis; None: plain sampling.
+    exemplars : an :class:`~synaug.generate.exemplars.ExemplarSpec` making each image from a real
+        image of its class (or cell) in the dataset: img2img at its ``strength``, or through an
+        IP-Adapter / unCLIP embedding; None: from text only.
     class_prompt_names : write a class differently in prompts ({"T-shirt/top": "t-shirt"}).
     negative_prompt : prompt for the unconditional branch of classifier-free guidance.
     overwrite : replace a store made by another plan or generator instead of refusing it.
@@ -124,6 +128,7 @@ class SyntheticOverSampler(BaseEstimator):
         "store": (lambda v: isinstance(v, (str, os.PathLike)) and bool(str(v).strip()), "a folder for the synthetic images, e.g. store='synthetic/'"),
         "random_state": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative int, the seed every image derives from"),
         "guidance": (lambda v: v is None or isinstance(v, Guidance), "None or a synaug.Guidance"),
+        "exemplars": (lambda v: v is None or isinstance(v, ExemplarSpec), "None or a synaug.ExemplarSpec, e.g. ExemplarSpec('real', strength=0.5)"),
         "class_prompt_names": (lambda v: v is None or isinstance(v, Mapping), "None or a mapping of class name to prompt name"),
         "negative_prompt": (lambda v: v is None or isinstance(v, str), "None or a prompt"),
         "overwrite": (lambda v: isinstance(v, bool), "True or False"),
@@ -139,6 +144,7 @@ class SyntheticOverSampler(BaseEstimator):
         store: str | os.PathLike | None = None,
         random_state: int = 0,
         guidance: Guidance | None = None,
+        exemplars: ExemplarSpec | None = None,
         class_prompt_names: Mapping[str, str] | None = None,
         negative_prompt: str | None = None,
         overwrite: bool = False,
@@ -150,6 +156,7 @@ class SyntheticOverSampler(BaseEstimator):
         self.store = store
         self.random_state = random_state
         self.guidance = guidance
+        self.exemplars = exemplars
         self.class_prompt_names = class_prompt_names
         self.negative_prompt = negative_prompt
         self.overwrite = overwrite
@@ -219,15 +226,19 @@ class SyntheticOverSampler(BaseEstimator):
         from synaug.generate.store import SyntheticStore
 
         hooks = [] if self.guidance is None else [self.guidance.hook(dataset, plan.class_names)]
+        exemplars = self.exemplars or ExemplarSpec()
         if isinstance(self.generator, str):
             warn_outside_vocabulary(plan, self.generator)
-            generator = load_generator(self.generator)
+            generator = load_generator(self.generator, **exemplars.generator_settings())
+        elif exemplars.generator_settings():
+            raise SynaugError("exemplar settings are loading settings; pass the generator as a spec string, or load it with them (synaug.load_generator).")
         else:
             generator = self.generator
         store = SyntheticStore(self.store)
         if self.overwrite:
             store.clear()
-        return generate_plan(plan, generator, store, hooks=hooks, progress=self.progress)
+        real = dataset if exemplars.source is not None else None
+        return generate_plan(plan, generator, store, hooks=hooks, reference_images=real, progress=self.progress)
 
     @staticmethod
     def _cell_names(plan: SynthesisPlan) -> list:
