@@ -55,7 +55,7 @@ def check_exemplar_source(source: str | None, name: str = "exemplars") -> str | 
     return source
 
 
-@dataclass(frozen=True)
+@dataclass
 class ExemplarSpec:
     """How exemplars enter generation, declared once for the Python API, ``synaug generate`` and run configs.
 
