@@ -264,6 +264,11 @@ def generate(
         return
     if options.workers is not None:
         raise SynaugError("--workers sets the number of Ray workers; add --ray (or --ray-address), or drop --workers.")
+    _generate_here(synthesis, options, sampler, hooks, references)
+
+
+def _generate_here(synthesis: SynthesisPlan, options: GenerateOptions, sampler: dict[str, Any], hooks: list, references) -> None:
+    """`synaug generate` in this process (one shard of the plan, or all of it), one summary line."""
     backend = load_generator(options.generator, **sampler)
     store = SyntheticStore(options.out)
     if options.overwrite:

@@ -132,14 +132,7 @@ def generate_plan(
 
     # 5. Merge this run's manifest parts
     store.compact()
-    summary = GenerationSummary(
-        planned=len(items),
-        already_done=len(items) - len(pending),
-        generated=counts["generated"],
-        retried=counts["retried"],
-        failed=counts["failed"],
-        seconds=time.perf_counter() - started,
-    )
+    summary = GenerationSummary(len(items), len(items) - len(pending), seconds=time.perf_counter() - started, **counts)
     if fail_if_all_failed:
         summary.check_some_succeeded()
     return summary
