@@ -156,3 +156,21 @@ def test_settings_that_do_not_apply(checkpoints, route, settings, needle):
     with pytest.raises(SynaugError) as error:
         load(checkpoints, route, **settings)
     assert needle in one_line(error)
+
+
+def test_feedback_that_guides_none_of_the_img2img_steps_is_refused(checkpoints, tmp_path):
+    from fixtures_generation import FASHION_CLASSES
+    from synaug.data.dataset import LabeledImages
+    from synaug.generate.runner import generate_plan
+    from synaug.generate.store import SyntheticStore
+    from synaug.plan import make_plan
+
+    real = LabeledImages(labels=torch.tensor([0, 1]).numpy(), class_names=FASHION_CLASSES[:2], images=EXEMPLARS[:2])
+    plan = make_plan([2, 1], FASHION_CLASSES[:2], image_size=(28, 28), channels=1)
+    late = BrightnessHook(0.1, False, start=0.5, every=5)  # acts on step 5 of 10, but img2img at 0.3 runs 3 steps
+    backend = StableDiffusionBackend.from_pretrained(checkpoints["sd"], steps=10, strength=0.3)
+    assert backend.steps_run(True) == 3 and backend.steps_run(False) == 10
+    with pytest.raises(SynaugError) as error:
+        generate_plan(plan, backend, SyntheticStore(tmp_path / "s"), hooks=[late], reference_images=real, progress=False)
+    assert "guides none of the generator's 3 steps" in one_line(error)
+    assert load(checkpoints, "ip-adapter").steps_run(True) == 4  # from noise: every step

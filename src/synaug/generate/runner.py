@@ -92,7 +92,8 @@ def generate_plan(
         raise SynaugError(f"number of shards {num_shards} must be at least 1.")
     if not 0 <= shard_index < num_shards:
         raise SynaugError(f"shard index {shard_index} must lie in [0, {num_shards}); shards are numbered from 0.")
-    check_hooks_act(hooks, getattr(generator, "steps", None))
+    steps_run = getattr(generator, "steps_run", None)
+    check_hooks_act(hooks, steps_run(reference_images is not None) if steps_run else getattr(generator, "steps", None))
     references = ExemplarPicker(plan, reference_images) if reference_images is not None else None
 
     # 2. Open the store for this plan and generator

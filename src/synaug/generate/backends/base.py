@@ -157,6 +157,11 @@ class LoopGenerator(Generator):
             **self.exemplar_inputs(reference_images, seeds),
         )
 
+    def steps_run(self, with_exemplars: bool) -> int:
+        """Sampling steps each image runs: all of them, or the last ``strength`` fraction when
+        img2img starts from an exemplar (the steps the loop's hooks see)."""
+        return min(int(self.steps * self.strength), self.steps) if with_exemplars else self.steps
+
     def exemplar_inputs(self, reference_images: torch.Tensor | None, seeds: list[int]) -> dict[str, Any]:
         """How a batch's exemplars enter the sampling loop: here img2img / SDEdit from their pixels."""
         return {"reference_images": reference_images}

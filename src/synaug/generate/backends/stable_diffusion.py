@@ -179,6 +179,10 @@ class StableDiffusionBackend(LoopGenerator):
             settings["image_condition"] = self.image_condition.settings()
         return settings
 
+    def steps_run(self, with_exemplars: bool) -> int:
+        """All steps when the exemplars enter through their embedding only (strength 1)."""
+        return self.steps if self.image_condition is not None and self.strength >= 1.0 else super().steps_run(with_exemplars)
+
     def exemplar_inputs(self, reference_images: torch.Tensor | None, seeds: list[int]) -> dict[str, Any]:
         """Pixels for SDEdit (below strength 1 when conditioning on embeddings) and the exemplars' embedding."""
         if self.image_condition is None:
