@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -106,7 +107,7 @@ def coerce_value(value: Any, hint: Any, where: str) -> Any:
         if target is int and isinstance(value, int):
             return value
         if target is float and isinstance(value, (int, float)):
-            return float(value)
+            return finite_number(value, where)
         if dataclasses.is_dataclass(target) and dataclasses.is_dataclass(value):
             return value
         if origin is list and isinstance(value, str) and arguments in ((), (str,)):
@@ -116,6 +117,14 @@ def coerce_value(value: Any, hint: Any, where: str) -> Any:
         if origin is dict and isinstance(value, dict):
             return {str(k): coerce_value(v, arguments[1], f"{where}.{k}") for k, v in value.items()} if arguments else dict(value)
     raise SynaugError(f"{where} must be {' or '.join(_type_name(target) for target in allowed)}, not {value!r}; fix the value.")
+
+
+def finite_number(value: int | float, where: str) -> float:
+    """``value`` as a float, or a one-line error when it is NaN or infinite (no setting takes those)."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise SynaugError(f"{where} is {number}; give a finite number.")
+    return number
 
 
 def _union_members(hint: Any) -> tuple[Any, ...]:

@@ -39,6 +39,7 @@ from synaug.data.registry import load_dataset, load_index, write_atomic
 from synaug.errors import SynaugError
 from synaug.evaluate import evaluate, plot_confusion_matrix, plot_per_class_accuracy, write_results
 from synaug.generate.store import SyntheticStore
+from synaug.outputs import check_writable_folder
 from synaug.train import RECIPES, TrainConfig, infer, load_checkpoint, retrain_classifier, save_checkpoint, train_classifier
 from synaug.train.checkpoint import checkpoint_folder, run_folder
 from synaug.train.crt import SOURCES
@@ -135,7 +136,7 @@ def train(
         epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr=backbone_lr, resolution=resolution, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
         domain_mixup=domain_mixup, seed=seed, device=device, amp=amp, tensorboard=tensorboard, crt=crt, crt_source=crt_source, out=out,
     )
-    folder = Path(options.out)
+    folder = check_writable_folder(options.out)
     train_data, test_data, source = _training_data(options)
     console.print(
         f"training {options.model} on {len(train_data)} images ({int(train_data.is_synthetic.sum())} synthetic), "
@@ -197,6 +198,7 @@ def evaluate_checkpoints(
     folders = [checkpoint_folder(checkpoint) for checkpoint in checkpoints]
     if out is None:
         raise SynaugError("`synaug evaluate` needs --out FOLDER for results.json, results.md and the plots.")
+    check_writable_folder(out)
     group_counts = None if groups_from is None else load_checkpoint(groups_from)[2]["train_counts"]
     runs: dict[str, dict[str, Any]] = {}
     for checkpoint in folders:
@@ -257,7 +259,7 @@ def _training_data(options: TrainOptions) -> tuple[LabeledImages, LabeledImages,
         test_source["list_file"] = str(Path(options.test_list_file).resolve())
     elif source["kind"] == "split-list":
         raise SynaugError("split-list training needs the `path label` file of the test images too; pass --test-list-file FILE.")
-    return train_data, load_dataset(**test_source), source
+    return train_data, load_dataset(**test_source).relabel_to(train_data.class_names, "test split"), source
 
 
 def _subset_indices(full: LabeledImages, options: TrainOptions) -> np.ndarray:

@@ -141,6 +141,23 @@ class LabeledImages:
             is_synthetic=np.concatenate([self.is_synthetic, other.is_synthetic]),
         )
 
+    def relabel_to(self, class_names: Sequence[str], what: str = "test split") -> "LabeledImages":
+        """These images labelled in the order of ``class_names`` (e.g. a test split in its training
+        classes' order); a class of these images that ``class_names`` lacks is a one-line error naming it."""
+        names = [str(n) for n in class_names]
+        if list(self.class_names) == names:
+            return self
+        used = [self.class_names[i] for i in np.unique(self.labels)]
+        missing = [name for name in used if name not in names]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise SynaugError(
+                f"the {what} has class '{missing[0]}'{more}, which the training data lacks; "
+                f"add training images of it or remove it from the {what}."
+            )
+        mapping = np.array([names.index(n) if n in names else -1 for n in self.class_names], dtype=np.int64)
+        return replace(self, labels=mapping[self.labels], class_names=names)
+
     # ---- pixels ------------------------------------------------------------------
     def load(self, index: int) -> torch.Tensor:
         """Image ``index`` as a uint8 tensor C x H x W."""
@@ -180,6 +197,21 @@ def stack_images(images: Sequence[torch.Tensor], files: Sequence[Path] | None = 
 def _width_by_height(shape: Sequence[int]) -> str:
     """``(H, W)`` as ``"WxH"``, the way image sizes are usually written."""
     return f"{shape[1]}x{shape[0]}"
+
+
+def check_image_files(files: Sequence[Path]) -> None:
+    """A one-line error naming the first file that is missing or not a complete, readable image
+    (PIL's header and checksum check; the pixels are not decoded)."""
+    from PIL import Image
+
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except FileNotFoundError:
+            raise SynaugError(f"image file {path} does not exist; fix the path or the split list.") from None
+        except Exception as exc:  # PIL raises many types for damaged files
+            raise SynaugError(f"image file {path} is corrupt or truncated ({exc}); replace or remove it.") from None
 
 
 def decode_image(path: Path, channels: int, size: tuple[int, int] | None) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from synaug.data.dataset import LabeledImages
+from synaug.data.dataset import LabeledImages, check_image_files
 from synaug.data.longtail import shot_groups
 from synaug.data.registry import write_atomic
 from synaug.errors import SynaugError
@@ -19,9 +19,13 @@ _LABELLED_BARS_UP_TO = 20
 def describe(dataset: LabeledImages, many_threshold: int = 100, few_threshold: int = 20) -> dict[str, Any]:
     """Class counts, imbalance factor (largest / smallest non-empty class) and shot groups.
 
+    Image files are checked to be complete images first (a damaged one is a one-line error).
+
     ``many``/``medium``/``few`` list class indices with > ``many_threshold``,
     in-between, and < ``few_threshold`` images.
     """
+    if dataset.files is not None:
+        check_image_files(dataset.files)
     counts = dataset.class_counts()
     nonzero = counts[counts > 0]
     if not len(nonzero):

@@ -83,6 +83,8 @@ class GenerationOutput:
         )
 
 
+MAX_GUIDANCE_SCALE = 30.0  # the guidance scales in use run to about 20; beyond 30 the images only saturate
+
 PromptEncoder = Callable[[list[str]], dict[str, torch.Tensor]]
 """Maps prompts to UNet keyword tensors (batched on dim 0), e.g. ``{"encoder_hidden_states": ...}``."""
 
@@ -203,7 +205,7 @@ class SamplingPipeline:
     ) -> GenerationOutput:
         """One batch: an image per (prompt, seed), optionally SDEdit from ``reference_images``; ``image_condition``: extra UNet inputs."""
         # 1. Check inputs
-        self.check_inputs(num_steps, height, width, strength)
+        self.check_inputs(num_steps, height, width, strength, guidance_scale)
         do_guidance = float(guidance_scale) != 1.0
         generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
         class_ids = None if class_ids is None else class_ids.to(self.device)
@@ -255,8 +257,13 @@ class SamplingPipeline:
         ok = ~failed.cpu() & ~blank
         return GenerationOutput(images=pixels, ok=ok.numpy(), scores=scores)
 
-    def check_inputs(self, num_steps: int, height: int, width: int, strength: float) -> None:
+    def check_inputs(self, num_steps: int, height: int, width: int, strength: float, guidance_scale: float = 1.0) -> None:
         """Raise a SynaugError for settings the loop cannot run."""
+        if not 0.0 <= float(guidance_scale) <= MAX_GUIDANCE_SCALE:
+            raise SynaugError(
+                f"classifier-free guidance scale {guidance_scale:g} is outside [0, {MAX_GUIDANCE_SCALE:g}]; "
+                "1 turns it off, 1.5-10 is usual (beyond 30 the images only saturate)."
+            )
         if int(num_steps) < 1:
             raise SynaugError(f"steps={num_steps}; use at least 1 sampling step (10-50 is typical).")
         if height % self.vae_scale_factor or width % self.vae_scale_factor or min(height, width) < self.vae_scale_factor:

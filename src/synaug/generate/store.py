@@ -190,16 +190,22 @@ class SyntheticStore:
         return set(zip(frame["class_id"].tolist(), frame["group_key"].tolist(), frame["index"].tolist()))
 
     def check_complete(self) -> None:
-        """A one-line error unless every planned image is recorded (finished or failed).
+        """A one-line error unless every planned image is recorded (finished or failed) and one finished.
 
         A store an interrupted `synaug generate` left holds only the images it reached, often
         of the first classes alone; used as the whole store it would skew the training set.
         """
-        planned, recorded = self.plan.total, len(self.manifest())
+        manifest = self.manifest()
+        planned, recorded = self.plan.total, len(manifest)
         if recorded < planned:
             raise SynaugError(
                 f"{self.root} holds {recorded} of {planned} planned images; re-run `synaug generate --plan <its plan> "
                 f"--out {self.root}` to finish it."
+            )
+        if planned and not (manifest["status"] == STATUS_OK).any():
+            raise SynaugError(
+                f"every image in {self.root} failed (non-finite or blank); re-run `synaug generate --plan <its plan> "
+                f"--out {self.root} --overwrite` with other sampler settings (guidance, steps, dtype)."
             )
 
     def load(
@@ -347,6 +353,8 @@ class SyntheticStore:
     def _read_info(self) -> dict:
         path = self.root / INFO_FILE
         if not path.is_file():
+            if self.root.is_dir() and any(self.root.iterdir()):  # someone's other data: never suggest writing into it
+                raise SynaugError(f"{self.root} is not a synaug store (no {INFO_FILE}); give the --out folder `synaug generate` filled.")
             raise SynaugError(f"{self.root} is not a synaug store (no {INFO_FILE}); fill it with `synaug generate --out {self.root}`.")
         try:
             info = json.loads(path.read_text(encoding="utf-8"))

@@ -161,6 +161,8 @@ def _number(name: str, value, kind: type):
         number = float(value)
     except ValueError:
         raise SynaugError(f"{name} must be a number, got {value!r}.") from None
+    if not math.isfinite(number):
+        raise SynaugError(f"{name} is {value}; give a finite number.")
     if kind is int and number != int(number):
         raise SynaugError(f"{name} must be a whole number, got {value!r}.")
     return kind(number)

@@ -137,7 +137,7 @@ class EmbeddedBackend(LoopGenerator):
             unet, make_scheduler(self.scheduler_name, scheduler_config), self.encode_prompts,
             device=device, dtype=resolve_dtype(dtype, resolve_device(device)), channels_last=channels_last,
         )
-        self.pipeline.check_inputs(self.steps, self.height, self.width, self.strength)
+        self.pipeline.check_inputs(self.steps, self.height, self.width, self.strength, self.guidance_scale)
 
     @classmethod
     def from_pretrained(

@@ -99,7 +99,7 @@ class StableDiffusionBackend(LoopGenerator):
         native = int(unet.config.sample_size) * self.pipeline.vae_scale_factor
         self.height = int(height or native)
         self.width = int(width or native)
-        self.pipeline.check_inputs(self.steps, self.height, self.width, self.strength)
+        self.pipeline.check_inputs(self.steps, self.height, self.width, self.strength, self.guidance_scale)
 
     @classmethod
     def from_pretrained(

@@ -1,0 +1,188 @@
+"""Bad input through the real command line: each case exits 2 with exactly one line on stderr.
+
+Every case runs ``synaug.cli.main`` in this process (the console script's own entry point: it
+prints ``error: ...`` and returns the exit status, so stderr and the status are exactly what a
+shell sees; ``test_data_cli.test_console_script_exits_2_with_one_line`` runs the real process). Work is forbidden
+while a case runs: a training step or a generated batch fails the test, so every error must
+come before any work. A case's fresh ``{out}`` path must not exist afterwards.
+Run: ``pytest tests/test_bad_inputs.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from data_writers import write_fashion_mnist, write_image
+from fake_generator import FakeGenerator
+from fixtures_guidance import tiny_checkpoint
+
+from synaug.cli import main
+from synaug.data.fashion_mnist import FASHION_MNIST_CLASSES
+from synaug.data.longtail import longtail_counts
+from synaug.generate.backends.base import Generator
+from synaug.generate.runner import generate_plan
+from synaug.generate.store import SyntheticStore
+from synaug.plan import make_plan
+
+FAKE = "python:fake_generator:make_generator"
+
+
+class FailingGenerator(FakeGenerator):
+    """Every image comes back not ok (as NaN or blank images do)."""
+
+    def _generate_batch(self, prompts, seeds, **kwargs):
+        output = super()._generate_batch(prompts, seeds, **kwargs)
+        output.ok[:] = False
+        return output
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    """The files the cases point at (built once; no case may change them)."""
+    root = tmp_path_factory.mktemp("bad-inputs")
+    fashion = write_fashion_mnist(root / "fashion", train_per_class=20, test_per_class=2)
+    plan = make_plan(longtail_counts(10, 5, 5), FASHION_MNIST_CLASSES, image_size=(28, 28), channels=1, seed=3)
+    plan_file = plan.save(root / "plan.json")
+    failed = SyntheticStore(root / "failed-store")
+    generate_plan(plan, FailingGenerator(size=28), failed, batch_size=32, progress=False)
+    not_store = root / "my-photos"
+    write_image(not_store / "holiday.png")
+    images = root / "images"
+    for c in "abc":
+        for i in range(2):
+            write_image(images / c / f"{i}.png", color=(80 * "abc".index(c), 40 * i, 90))
+    (root / "train.txt").write_text("".join(f"{c}/{i}.png {label}\n" for label, c in enumerate("ab") for i in range(2)))
+    (root / "test.txt").write_text("".join(f"{c}/{i}.png {label}\n" for label, c in enumerate("abc") for i in range(2)))
+    corrupt = root / "corrupt" / "train"
+    for c in "ab":
+        write_image(corrupt / c / "0.png")
+    (corrupt / "b" / "1.png").write_bytes(write_image(root / "whole.png").read_bytes()[:40])  # a truncated PNG
+    blocker = root / "a-file"
+    blocker.write_text("not a folder")
+    yaml_files = {
+        "nan_yaml": ("plan.yaml", "longtail: .nan\n"),
+        "inf_guidance_yaml": ("generate.yaml", "guidance: .inf\n"),
+        "nan_lr_yaml": ("train.yaml", "lr: .nan\nepochs: 1\n"),
+    }
+    paths = {name: root / file for name, (file, _) in yaml_files.items()}
+    for name, (_, text) in yaml_files.items():
+        paths[name].write_text(text)
+    return {
+        "fashion": fashion, "plan": plan_file, "failed": failed.root, "not_store": not_store, "images": images,
+        "train_list": root / "train.txt", "test_list": root / "test.txt", "corrupt": corrupt.parent, "blocker": blocker,
+        "checkpoint": tiny_checkpoint(root / "checkpoint", FASHION_MNIST_CLASSES), "missing": root / "no-such-thing", **paths,
+    }
+
+
+SPLIT_LIST = ["--dataset", "split-list", "--root", "{images}", "--list-file", "{train_list}", "--test-list-file", "{test_list}"]
+GEN = ["generate", "--plan", "{plan}", "--out", "{out}"]
+
+# (id, argv, a part of the error line). Cheap cases first: parsing, then files, then loading a generator.
+CASES = [
+    ("unknown-command", ["trian"], "No such command 'trian'"),
+    ("unknown-option", ["plan", "--longtale", "5"], "No such option: --longtale"),
+    ("float-not-a-number", ["plan", "--longtail", "five"], "Invalid value for '--longtail'"),
+    ("plan-longtail-nan", ["plan", "--longtail", "nan"], "longtail is nan; give a finite number"),
+    ("plan-longtail-inf", ["plan", "--longtail", "inf"], "longtail is inf; give a finite number"),
+    ("plan-reserve-nan", ["plan", "--longtail", "5", "--reserve", "nan"], "reserve is nan"),
+    ("plan-reserve-alone-nan", ["plan", "--reserve", "nan"], "reserve is nan"),
+    ("plan-estimate-rate-nan", ["plan", "--plan", "{plan}", "--estimate", "--rate", "nan"], "rate is nan"),
+    ("plan-estimate-rate-inf", ["plan", "--plan", "{plan}", "--estimate", "--rate", "inf"], "rate is inf"),
+    ("plan-rate-negative", ["plan", "--longtail", "5", "--rate", "-1", "--out", "{out}"], "rate -1.0 must be positive"),
+    ("plan-yaml-nan", ["plan", "--config", "{nan_yaml}"], "longtail is nan"),
+    ("plan-strategy-unknown", ["plan", "--strategy", "fill-up", "--out", "{out}"], "unknown strategy 'fill-up'"),
+    ("plan-template-without-class", ["plan", "--template", "a photo", "--out", "{out}"], "has no {class}"),
+    ("plan-missing-plan-file", ["plan", "--plan", "{missing}"], "does not exist"),
+    ("plan-missing-index", ["plan", "--index", "{missing}"], "does not exist"),
+    ("plan-index-and-longtail", ["plan", "--index", "{missing}", "--longtail", "5"], "either --index or --longtail"),
+    ("data-longtail-if-nan", ["data", "longtail", "--imbalance-factor", "nan", "--out", "{out}"], "imbalance_factor is nan"),
+    ("data-longtail-step-inf", ["data", "longtail", "--step-fraction", "inf", "--out", "{out}"], "step_fraction is inf"),
+    ("data-longtail-reserve-nan", ["data", "longtail", "--reserve", "nan", "--out", "{out}"], "reserve is nan"),
+    ("data-describe-unknown-dataset", ["data", "describe", "--dataset", "mnist-ish"], "unknown dataset 'mnist-ish'"),
+    ("data-describe-missing-folder", ["data", "describe", "--dataset", "imagefolder", "--root", "{missing}"], "does not exist"),
+    ("data-describe-corrupt-png", ["data", "describe", "--dataset", "imagefolder", "--root", "{corrupt}"], "1.png is corrupt or truncated"),
+    ("train-lr-nan", ["train", "--lr", "nan", "--out", "{out}"], "lr is nan; give a finite number"),
+    ("train-lr-inf", ["train", "--lr", "inf", "--out", "{out}"], "lr is inf"),
+    ("train-lr-negative", ["train", "--lr", "-0.1", "--out", "{out}"], "need lr > 0"),
+    ("train-mixup-nan", ["train", "--mixup-alpha", "nan", "--out", "{out}"], "mixup_alpha is nan"),
+    ("train-cutmix-inf", ["train", "--cutmix-alpha", "inf", "--out", "{out}"], "cutmix_alpha is inf"),
+    ("train-longtail-nan", ["train", "--longtail", "nan", "--out", "{out}"], "longtail is nan"),
+    ("train-yaml-lr-nan", ["train", "--config", "{nan_lr_yaml}", "--out", "{out}"], "lr is nan"),
+    ("train-epochs-zero", ["train", "--epochs", "0", "--out", "{out}"], "epochs and batch_size must be at least 1"),
+    ("train-no-out", ["train", "--epochs", "1"], "needs --out FOLDER"),
+    ("train-unknown-recipe", ["train", "--recipe", "magic", "--out", "{out}"], "unknown recipe 'magic'"),
+    ("train-unknown-crt-source", ["train", "--crt-source", "both", "--out", "{out}"], "unknown crt_source 'both'"),
+    ("train-out-in-proc", ["train", "--epochs", "1", "--out", "/proc/synaug-out"], "cannot write to /proc/synaug-out"),
+    ("train-out-under-a-file", ["train", "--epochs", "1", "--out", "{blocker}/run"], "a-file is a file, not a folder"),
+    ("train-synthetic-not-a-store", ["train", "--epochs", "1", "--synthetic", "{not_store}", "--out", "{out}"],
+     "my-photos is not a synaug store (no store.json); give the --out folder `synaug generate` filled"),
+    ("train-synthetic-missing-store", ["train", "--epochs", "1", "--synthetic", "{missing}", "--out", "{out}"], "is not a synaug store"),
+    ("train-synthetic-all-failed", ["train", "--longtail", "5", "--max-per-class", "5", "--synthetic", "{failed}", "--out", "{out}"],
+     "every image in"),
+    ("train-test-class-missing-from-train", ["train", *SPLIT_LIST, "--epochs", "1", "--out", "{out}"],
+     "the test split has class '2', which the training data lacks"),
+    ("evaluate-out-under-a-file", ["evaluate", "{checkpoint}", "--out", "{blocker}"], "a-file is a file, not a folder"),
+    ("evaluate-missing-checkpoint", ["evaluate", "{missing}", "--out", "{out}"], "no-such-thing"),
+    ("generate-no-plan", ["generate", "--out", "{out}"], "generate needs --plan"),
+    ("generate-missing-plan", ["generate", "--plan", "{missing}", "--out", "{out}"], "does not exist"),
+    ("generate-guidance-nan", [*GEN, "--guidance", "nan"], "guidance is nan"),
+    ("generate-yaml-guidance-inf", ["generate", "--config", "{inf_guidance_yaml}", "--plan", "{plan}", "--out", "{out}"], "guidance is inf"),
+    ("generate-feedback-scale-nan", [*GEN, "--feedback", "entropy", "--feedback-scale", "nan"], "feedback_scale is nan"),
+    ("generate-cpus-per-worker-inf", [*GEN, "--ray", "--cpus-per-worker", "inf"], "cpus_per_worker is inf"),
+    ("generate-feedback-option-alone", [*GEN, "--feedback-every", "2", "--generator", FAKE], "add --feedback CRITERION"),
+    ("generate-bad-python-spec", [*GEN, "--generator", "python:fake_generator"], "python:MODULE:FUNCTION"),
+    ("generate-out-under-a-file", ["generate", "--plan", "{plan}", "--out", "{blocker}/store", "--generator", FAKE],
+     "cannot write to output folder"),
+    ("generate-guidance-1e9", [*GEN, "--guidance", "1e9"], "guidance scale 1e+09 is outside [0, 30]"),
+    ("generate-guidance-negative", [*GEN, "--guidance", "-2"], "guidance scale -2 is outside [0, 30]"),
+    ("generate-steps-zero", [*GEN, "--steps", "0"], "use at least 1 sampling step"),
+]
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Training steps and generated batches fail the case: every error must come before any work."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a bad-input case started real work")
+
+    monkeypatch.setattr(torch.optim.Optimizer, "step", forbidden)
+    monkeypatch.setattr(Generator, "generate", forbidden)
+
+
+def fill(argv: list[str], world: dict[str, Path], out: Path) -> list[str]:
+    return [arg.format(out=out, **world) if "{" in arg and "{class}" not in arg else arg for arg in argv]
+
+
+@pytest.mark.parametrize("argv, needle", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_bad_input_is_one_line_and_status_2(world, argv, needle, tmp_path, capsys, monkeypatch, no_work):
+    monkeypatch.setenv("SYNAUG_FASHION_MNIST", str(world["fashion"]))
+    out = tmp_path / "out"
+    status = main(fill(argv, world, out))
+    captured = capsys.readouterr()
+    assert status == 2, captured.err
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
+    assert needle in captured.err, captured.err
+    assert captured.out == ""
+    assert not out.exists(), "an output was (half) written"
+
+
+def test_there_are_at_least_40_cases_with_distinct_names():
+    names = [case[0] for case in CASES]
+    assert len(names) >= 40 and len(set(names)) == len(names)
+
+
+def test_a_suggested_command_never_writes_into_a_folder_holding_other_files(world):
+    from synaug.errors import SynaugError
+
+    with pytest.raises(SynaugError) as error:
+        SyntheticStore(world["not_store"]).plan
+    assert "--out" in str(error.value) and f"--out {world['not_store']}" not in str(error.value)
+
+
+def test_the_failed_store_really_holds_only_failed_images(world):
+    manifest = SyntheticStore(world["failed"]).manifest()
+    assert len(manifest) == 28 and set(np.unique(manifest["status"])) == {"failed"}
