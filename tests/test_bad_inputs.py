@@ -22,6 +22,7 @@ from fixtures_guidance import tiny_checkpoint
 from synaug.cli import main
 from synaug.data.fashion_mnist import FASHION_MNIST_CLASSES
 from synaug.data.longtail import longtail_counts
+from synaug.errors import SynaugError
 from synaug.generate.backends.base import Generator
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import SyntheticStore
@@ -46,8 +47,10 @@ def world(tmp_path_factory) -> dict[str, Path]:
     fashion = write_fashion_mnist(root / "fashion", train_per_class=20, test_per_class=2)
     plan = make_plan(longtail_counts(10, 5, 5), FASHION_MNIST_CLASSES, image_size=(28, 28), channels=1, seed=3)
     plan_file = plan.save(root / "plan.json")
+    digits = make_plan([2, 1, 1], ["zero", "one", "eight"], image_size=(28, 28), channels=1).save(root / "digits.json")
     failed = SyntheticStore(root / "failed-store")
-    generate_plan(plan, FailingGenerator(size=28), failed, batch_size=32, progress=False)
+    with pytest.raises(SynaugError, match="all 28 new images stayed non-finite or blank"):  # recorded as failed all the same
+        generate_plan(plan, FailingGenerator(size=28), failed, batch_size=32, progress=False)
     not_store = root / "my-photos"
     write_image(not_store / "holiday.png")
     images = root / "images"
@@ -71,7 +74,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
     for name, (_, text) in yaml_files.items():
         paths[name].write_text(text)
     return {
-        "fashion": fashion, "plan": plan_file, "failed": failed.root, "not_store": not_store, "images": images,
+        "fashion": fashion, "plan": plan_file, "digits": digits, "failed": failed.root, "not_store": not_store, "images": images,
         "train_list": root / "train.txt", "test_list": root / "test.txt", "corrupt": corrupt.parent, "blocker": blocker,
         "checkpoint": tiny_checkpoint(root / "checkpoint", FASHION_MNIST_CLASSES), "missing": root / "no-such-thing", **paths,
     }
@@ -136,6 +139,8 @@ CASES = [
     ("generate-bad-python-spec", [*GEN, "--generator", "python:fake_generator"], "python:MODULE:FUNCTION"),
     ("generate-out-under-a-file", ["generate", "--plan", "{plan}", "--out", "{blocker}/store", "--generator", FAKE],
      "cannot write to output folder"),
+    ("generate-embedded-on-unknown-classes", ["generate", "--plan", "{digits}", "--out", "{out}", "--generator", "embedded"],
+     "the prompts of one, eight name none of these"),
     ("generate-guidance-1e9", [*GEN, "--guidance", "1e9"], "guidance scale 1e+09 is outside [0, 30]"),
     ("generate-guidance-negative", [*GEN, "--guidance", "-2"], "guidance scale -2 is outside [0, 30]"),
     ("generate-steps-zero", [*GEN, "--steps", "0"], "use at least 1 sampling step"),
@@ -176,8 +181,6 @@ def test_there_are_at_least_40_cases_with_distinct_names():
 
 
 def test_a_suggested_command_never_writes_into_a_folder_holding_other_files(world):
-    from synaug.errors import SynaugError
-
     with pytest.raises(SynaugError) as error:
         SyntheticStore(world["not_store"]).plan
     assert "--out" in str(error.value) and f"--out {world['not_store']}" not in str(error.value)

@@ -212,17 +212,20 @@ def test_embedded_generators_default_to_dtype_auto(tmp_path, capsys, monkeypatch
     assert SyntheticStore(tmp_path / "auto").info["settings"]["dtype"] == dtype
 
 
-def test_embedded_generator_warns_about_classes_it_was_not_trained_on(tmp_path, capsys):
+def test_embedded_generator_refuses_classes_it_was_not_trained_on_unless_allowed(tmp_path, capsys):
     from fixtures_generation import build_tiny_embedded
 
     generator = build_tiny_embedded(tmp_path / "tiny", class_names=["T-shirt/top", "Bag"])
     command = ["generate", "--generator", generator, "--steps", 1, "--no-progress"]
     plan = make_plan([1, 1, 1, 3], ["Tshirt", "bag", "zebra", "T-shirt/top"], seed=5).save(tmp_path / "plan.json")
-    code, _, err = run([*command, "--plan", plan, "--out", tmp_path / "store"], capsys)
+    message = fails([*command, "--plan", plan, "--out", tmp_path / "store"], capsys)
+    assert "trained on T-shirt/top, Bag only" in message and "the prompts of Tshirt, zebra name none" in message
+    assert "--class-prompt-names CLASS=NAME" in message and "--generator" in message and "--allow-unknown-classes" in message
+    assert not (tmp_path / "store").exists()
+    code, _, err = run([*command, "--plan", plan, "--out", tmp_path / "store", "--allow-unknown-classes"], capsys)
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
     assert code == 0 and len(warnings) == 1 and "Traceback" not in err
-    assert "trained on T-shirt/top, Bag only" in warnings[0] and "the prompts of Tshirt, zebra name none" in warnings[0]
-    assert "--class-prompt-names CLASS=NAME" in warnings[0] and "--generator" in warnings[0]
+    assert "the prompts of Tshirt, zebra name none" in warnings[0] and "drawing them anyway" in warnings[0]
     known = make_plan([1, 1], ["bag", "T-SHIRT/TOP"], seed=5).save(tmp_path / "known.json")
     assert "warning" not in run([*command, "--plan", known, "--out", tmp_path / "known"], capsys)[2]
 

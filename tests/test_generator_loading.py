@@ -14,7 +14,7 @@ from pipeline_helpers import error_line, tiny_config, tiny_fashion, write_config
 from synaug.devices import resolve_device
 from synaug.errors import SynaugError, SynaugWarning
 from synaug.generate import loading
-from synaug.generate.loading import GeneratorBackend, load_generator, register_backend, warn_outside_vocabulary
+from synaug.generate.loading import GeneratorBackend, check_vocabulary, load_generator, register_backend
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import SyntheticStore
 from synaug.guidance import FeedbackGuidance
@@ -82,10 +82,10 @@ def test_a_vocabulary_warning_is_a_synaug_warning():
     plan = make_plan([[3, 1], [2, 1]], ["Bag", "Sandal"], group_names=["red", "green"],
                      templates=["a photo of a {class} on a {context} background"])
     with pytest.warns(SynaugWarning, match="the prompts of group green name none of these"):
-        warn_outside_vocabulary(plan, "embedded:colored-fashion-mnist")
+        check_vocabulary(plan, "embedded:colored-fashion-mnist")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        warn_outside_vocabulary(plan, "python:fake_generator:make_generator")
+        check_vocabulary(plan, "python:fake_generator:make_generator")
 
 
 def test_feedback_that_guides_no_step_of_the_shipped_generator_is_refused_by_the_library(tmp_path):

@@ -107,7 +107,7 @@ def test_a_long_tail_that_empties_a_class_names_it(fashion, tmp_path, capsys):
     assert "leaves class 'Sandal' with no images" in line, line
 
 
-def test_an_embedded_generator_asked_for_classes_it_never_saw_warns(tmp_path, capsys):
+def test_an_embedded_generator_asked_for_classes_it_never_saw_is_refused_unless_allowed(tmp_path, capsys):
     from data_writers import write_image
     from fixtures_generation import build_tiny_embedded
 
@@ -121,10 +121,13 @@ def test_an_embedded_generator_asked_for_classes_it_never_saw_warns(tmp_path, ca
         generator={"spec": str(generator), "steps": 1}, runs={"recipes": ["synaug"], "seeds": [0]},
     )
     values["data"].pop("longtail")
+    line = error_line(capsys, "run", write_config(tmp_path / "zebra.yaml", values), "--no-progress")
+    assert "the prompts of zebra name none" in line and "generator.allow_unknown_classes: true" in line
+    values["generator"]["allow_unknown_classes"] = True
     status, _, err = run_cli(capsys, "run", write_config(tmp_path / "zebra.yaml", values), "--no-progress")
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
     assert status == 0, err
-    assert len(warnings) == 1 and "the prompts of zebra name none" in warnings[0]
+    assert len(warnings) == 1 and "the prompts of zebra name none" in warnings[0] and "drawing them anyway" in warnings[0]
 
 
 def test_an_empty_config_is_refused(tmp_path, capsys):

@@ -221,14 +221,14 @@ class SyntheticOverSampler(BaseEstimator):
         return chosen, None, None
 
     def _generate(self, plan: SynthesisPlan, dataset: LabeledImages) -> "GenerationSummary":
-        from synaug.generate.loading import load_generator, warn_outside_vocabulary
+        from synaug.generate.loading import check_vocabulary, load_generator
         from synaug.generate.runner import generate_plan
         from synaug.generate.store import SyntheticStore
 
         hooks = [] if self.guidance is None else [self.guidance.hook(dataset, plan.class_names)]
         exemplars = self.exemplars or ExemplarSpec()
         if isinstance(self.generator, str):
-            warn_outside_vocabulary(plan, self.generator)
+            check_vocabulary(plan, self.generator)
             generator = load_generator(self.generator, **exemplars.generator_settings())
         elif exemplars.generator_settings():
             raise SynaugError("exemplar settings are loading settings; pass the generator as a spec string, or load it with them (synaug.load_generator).")

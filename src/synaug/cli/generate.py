@@ -26,7 +26,7 @@ from synaug.data.dataset import LabeledImages
 from synaug.data.registry import DATASET_KINDS, load_dataset, load_index
 from synaug.errors import SynaugError
 from synaug.generate.exemplars import ExemplarSpec, check_exemplar_source
-from synaug.generate.loading import load_generator, warn_outside_vocabulary
+from synaug.generate.loading import check_vocabulary, load_generator
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import SyntheticStore
 from synaug.plan.planner import STRATEGIES, SynthesisPlan, overgenerate, plan_for_dataset
@@ -79,6 +79,7 @@ class GenerateOptions:
     batch_size: Optional[int] = None
     seed: Optional[int] = None
     overwrite: bool = False
+    allow_unknown_classes: bool = False
     shard_index: int = 0
     num_shards: int = 1
     ray: bool = False
@@ -213,6 +214,7 @@ def generate(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per batch (default: the generator's).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Replace the plan's run seed.")] = None,
     overwrite: Annotated[Optional[bool], typer.Option("--overwrite", help="Replace an existing store made by another plan or generator.")] = None,
+    allow_unknown_classes: Annotated[Optional[bool], typer.Option("--allow-unknown-classes", help="Let an embedded generator draw classes it was not trained on (otherwise an error).")] = None,
     shard_index: Annotated[Optional[int], typer.Option("--shard-index", help="Make only shard SHARD_INDEX of --num-shards (default: 0).")] = None,
     num_shards: Annotated[Optional[int], typer.Option("--num-shards", help="Split the plan into this many disjoint shards (default: 1).")] = None,
     ray: Annotated[Optional[bool], typer.Option("--ray", help="Generate on a Ray cluster: $RAY_ADDRESS when set, else a local one started here.")] = None,
@@ -237,7 +239,7 @@ def generate(
     """Generate a plan's images into a store; re-running resumes and skips finished images."""
     given = given_options(
         config, plan=plan, out=out, generator=generator, scheduler=scheduler, steps=steps, guidance=guidance, dtype=dtype,
-        device=device, batch_size=batch_size, seed=seed, overwrite=overwrite, shard_index=shard_index, num_shards=num_shards,
+        device=device, batch_size=batch_size, seed=seed, overwrite=overwrite, allow_unknown_classes=allow_unknown_classes, shard_index=shard_index, num_shards=num_shards,
         ray=ray, ray_address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker, progress=progress,
         feedback=feedback, feedback_classifier=feedback_classifier, feedback_scale=feedback_scale, feedback_every=feedback_every,
         feedback_window=feedback_window, feedback_path=feedback_path, feedback_data=feedback_data, reference=reference, real_data=real_data,
@@ -255,7 +257,7 @@ def generate(
         "scheduler": options.scheduler, "steps": options.steps, "guidance_scale": options.guidance, "dtype": options.dtype,
         "device": options.device, "batch_size": options.batch_size, **exemplars.generator_settings(),
     }
-    warn_outside_vocabulary(synthesis, options.generator)
+    check_vocabulary(synthesis, options.generator, allow_unknown_classes=options.allow_unknown_classes)
     hooks, references = _feedback_and_references(synthesis, options, given)
     if options.ray or options.ray_address is not None:
         if hooks or references is not None:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from synaug.generate.backends.base import Generator
     from synaug.plan.planner import SynthesisPlan
 
-__all__ = ["BACKENDS", "GeneratorBackend", "load_generator", "register_backend", "warn_outside_vocabulary"]
+__all__ = ["BACKENDS", "GeneratorBackend", "check_vocabulary", "load_generator", "register_backend"]
 
 PYTHON_PREFIX = "python:"
 AUTO = "auto"
@@ -76,9 +76,14 @@ def load_generator(spec: str, *, device: str | None = AUTO, dtype: str | None = 
     return backend.load(spec, settings)
 
 
-def warn_outside_vocabulary(synthesis: "SynthesisPlan", generator: str) -> None:
-    """Warn (:class:`~synaug.errors.SynaugWarning`) when an embedded generator is to draw classes or groups
-    whose prompts name none of the classes or contexts it was trained on."""
+def check_vocabulary(synthesis: "SynthesisPlan", generator: str, *, allow_unknown_classes: bool = False) -> None:
+    """Refuse an embedded generator asked for classes whose prompts name none of the classes it
+    was trained on (a :class:`~synaug.errors.SynaugWarning` instead with ``allow_unknown_classes``),
+    and warn when group prompts name none of its contexts.
+
+    Such images would show the generator's own classes (clothing filed under "eight"); map each
+    class to one of its names (``class_prompt_names``) or pass a generator trained on them.
+    """
     from synaug.generate.backends.embedded import embedded_spec
 
     spec = embedded_spec(generator)
@@ -89,13 +94,17 @@ def warn_outside_vocabulary(synthesis: "SynthesisPlan", generator: str) -> None:
     _, synthetic = synthesis.class_totals()
     unknown = [name for c, name in enumerate(synthesis.class_names) if synthetic[c] and not any(map(spec.names_a_class, prompts[c]))]
     if unknown:
-        warnings.warn(
+        problem = (
             f"generator {generator} was trained on {', '.join(spec.class_names)} only, and the prompts of "
-            f"{', '.join(unknown)} name none of these, so their images will show something else; pass a generator (--generator, "
-            "generator.spec) trained on your classes, or plan again mapping each class to one of those names "
-            "(--class-prompt-names CLASS=NAME, plan.class_prompt_names).",
-            SynaugWarning, stacklevel=2,
+            f"{', '.join(unknown)} name none of these, so their images would show something else"
         )
+        if not allow_unknown_classes:
+            raise SynaugError(
+                f"{problem}; pass a generator (--generator, generator.spec) trained on your classes, plan again mapping each "
+                "class to one of those names (--class-prompt-names CLASS=NAME, plan.class_prompt_names), or draw them anyway "
+                "with --allow-unknown-classes (generator.allow_unknown_classes: true)."
+            )
+        warnings.warn(f"{problem}; drawing them anyway, as allowed.", SynaugWarning, stacklevel=2)
     if spec.context_names is None or synthesis.group_names is None:
         return
     contexts = [name.casefold() for name in spec.context_names]

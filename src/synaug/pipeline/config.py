@@ -201,7 +201,8 @@ class GeneratorSection:
     Stable Diffusion folder or hub id, or python:MODULE:FUNCTION. None means the generator's
     own default. ``device``/``dtype`` "auto": CUDA when available; bf16 where it runs natively.
     ``seed`` is the run seed every image's seed derives from. ``store``: generate into (or reuse)
-    this store folder instead of one inside the output folder."""
+    this store folder instead of one inside the output folder. ``allow_unknown_classes``: let an
+    embedded generator draw classes it was not trained on (otherwise an error)."""
 
     spec: str = "embedded"
     scheduler: str | None = None
@@ -212,6 +213,7 @@ class GeneratorSection:
     batch_size: int | None = None
     seed: int = 0
     store: str | None = None
+    allow_unknown_classes: bool = False
 
 
 @dataclass

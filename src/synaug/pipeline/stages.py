@@ -536,9 +536,9 @@ class Pipeline:
             facts: dict[str, Any] = {"store": None if plan.total == 0 else str(root), "planned": plan.total}
             if plan.total:
                 backend = self._load_backend()
-                from synaug.generate.loading import warn_outside_vocabulary
+                from synaug.generate.loading import check_vocabulary
 
-                warn_outside_vocabulary(plan, section.spec)
+                check_vocabulary(plan, section.spec, allow_unknown_classes=section.allow_unknown_classes)
                 hooks = make_hooks() if make_hooks is not None else []
                 self._check_store(root, plan, backend, external is not None, hooks)
                 self._say(stage, f"{label}: {backend.generator_id} ({_settings_text(backend.settings())}), into {root}")
