@@ -35,6 +35,16 @@ def grouped_images(counts: list[list[int]], size: int = 12) -> synaug.LabeledIma
     return dataclasses.replace(data, images=images, groups=groups, group_names=["dim", "bright"])
 
 
+def test_every_public_name_has_a_docstring_with_an_example():
+    for name in synaug.__all__:
+        if name != "__version__":
+            doc = getattr(synaug, name).__doc__ or ""
+            assert ">>> " in doc, f"synaug.{name} needs a docstring with a short example"
+    assert "SyntheticOverSampler" in dir(synaug)
+    with pytest.raises(AttributeError):
+        synaug.no_such_name
+
+
 # ---- the over-sampler -----------------------------------------------------------------------
 def test_fit_resample_returns_real_then_flagged_synthetic_images_and_resumes(tmp_path):
     data = pattern_images([9, 4, 2])

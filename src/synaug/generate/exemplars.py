@@ -68,6 +68,8 @@ class ExemplarSpec:
         next to it), a folder holding one, or ORG/REPO/PATH/FILE on the Hugging Face hub.
     ip_adapter_scale : weight of the adapter's attention (1 as trained, 0 ignores the exemplar).
     noise_level : noise a Stable unCLIP checkpoint adds to the exemplar's embedding (0: none).
+
+    >>> sampler = synaug.SyntheticOverSampler("embedded", store="s/", exemplars=synaug.ExemplarSpec("real", strength=0.5))  # doctest: +SKIP
     """
 
     source: str | None = None
