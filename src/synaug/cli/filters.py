@@ -10,9 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from synaug.filters import FilterSpec, filter_store
+from synaug.filters.reference import DEFAULT_CACHE
 from synaug.generate.store import SyntheticStore
-
-DEFAULT_CACHE = Path.home() / ".cache" / "synaug"
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ from synaug.data.longtail import balanced_subset
 
 REFERENCE_NAME = "reference"  # what run configs and `synaug filter --classifier` call it
 REFERENCE_FOLDER = "fashion-mnist-reserved-reference"
+DEFAULT_CACHE = Path.home() / ".cache" / "synaug"  # where `synaug filter` and `synaug run` keep it
 
 
 def fashion_mnist_reference(cache: str | Path, root: str | Path | None = None, per_class: int = 500, epochs: int = 30,

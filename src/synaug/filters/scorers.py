@@ -112,6 +112,7 @@ class ClassifierScorer:
         self.model, self.normalizer, meta = load_checkpoint(checkpoint, device)
         self.class_names = [str(n) for n in meta.get("class_names", [])]
         self.image_size = tuple(meta.get("image_size", ()))
+        self.channels = meta.get("in_channels")
         self.batch_size = batch_size
 
     def settings(self) -> dict:
@@ -121,11 +122,11 @@ class ClassifierScorer:
         from synaug.train.trainer import infer
 
         columns = self._class_columns(data.class_names)
-        size = tuple(data.size) if data.size else tuple(data.load(0).shape[1:])
-        if self.image_size and size != self.image_size:
+        shape = (data.channels, *(data.size or data.load(0).shape[1:]))
+        if self.image_size and shape != (self.channels, *self.image_size):
             raise SynaugError(
-                f"classifier {self.checkpoint} takes {self.image_size[0]}x{self.image_size[1]} images but these are "
-                f"{size[0]}x{size[1]}; filter with a classifier trained at the images' resolution."
+                f"classifier {self.checkpoint} takes {self.channels}x{self.image_size[0]}x{self.image_size[1]} images but these are "
+                f"{shape[0]}x{shape[1]}x{shape[2]}; filter with a classifier trained on images like these."
             )
         probabilities = infer(self.model, data, self.normalizer, batch_size=self.batch_size).softmax(dim=1).numpy()
         return {"confidence": probabilities[np.arange(len(data)), columns[data.labels]].astype(np.float64)}
