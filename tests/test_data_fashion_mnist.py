@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 from data_writers import write_fashion_mnist, write_idx
+from real_data import REAL_FASHION_MNIST, needs_real_fashion_mnist
 
 from synaug.data import benchmarks
-from synaug.data.fashion_mnist import DEFAULT_ROOT, FASHION_MNIST_CLASSES, find_fashion_mnist, load_fashion_mnist
+from synaug.data.fashion_mnist import FASHION_MNIST_CLASSES, find_fashion_mnist, load_fashion_mnist
 from synaug.data.splits import disjoint_split
 from synaug.errors import SynaugError
 
@@ -110,18 +111,15 @@ def test_benchmark_sets_on_a_small_copy(tmp_path, monkeypatch):
     assert not set(map(bytes, reserved.images.numpy())) & set(map(bytes, lt.images.numpy()))
 
 
-needs_real_data = pytest.mark.skipif(not (DEFAULT_ROOT / "train-images-idx3-ubyte.gz").is_file(), reason="Fashion-MNIST not installed")
-
-
-@needs_real_data
+@needs_real_fashion_mnist
 def test_real_fashion_mnist_lt_counts_and_disjointness():
-    lt, test = benchmarks.fashion_mnist_lt(imbalance_factor=100, max_per_class=500, root=DEFAULT_ROOT)
+    lt, test = benchmarks.fashion_mnist_lt(imbalance_factor=100, max_per_class=500, root=REAL_FASHION_MNIST)
     assert lt.class_counts().tolist() == [500, 299, 179, 107, 64, 38, 23, 13, 8, 5]
     assert len(lt) == 1236 and len(test) == 10_000
     reserved, pool = disjoint_split(60_000, 0.5, seed=0)
-    indices = benchmarks.longtail_indices(load_fashion_mnist("train", DEFAULT_ROOT).labels, 100, 500, reserve=0.5)
+    indices = benchmarks.longtail_indices(load_fashion_mnist("train", REAL_FASHION_MNIST).labels, 100, 500, reserve=0.5)
     assert set(indices) <= set(pool) and not set(indices) & set(reserved)
-    balanced = benchmarks.fashion_mnist_balanced(500, root=DEFAULT_ROOT)
+    balanced = benchmarks.fashion_mnist_balanced(500, root=REAL_FASHION_MNIST)
     assert balanced.class_counts().tolist() == [500] * 10
     lt_rows = set(map(bytes, lt.images.numpy()))
     assert lt_rows <= set(map(bytes, balanced.images.numpy()))

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from data_writers import write_fashion_mnist
+from real_data import needs_real_fashion_mnist
 
 from synaug.data import disjoint_split, load_fashion_mnist
 from synaug.data.benchmarks import GENERATOR_RESERVE, SPLIT_SEED
-from synaug.data.fashion_mnist import DEFAULT_ROOT
 from synaug.data.groups import group_count_table
 from synaug.data.registry import load_dataset
 from synaug.data.spurious import (
@@ -95,7 +95,7 @@ def test_bad_settings(fashion):
         load_dataset("spurious-fashion-mnist", fashion, split="dev")
 
 
-@pytest.mark.skipif(not DEFAULT_ROOT.is_dir(), reason="Fashion-MNIST is not installed")
+@needs_real_fashion_mnist
 def test_defaults_on_the_real_fashion_mnist():
     data = spurious_fashion_mnist()
     assert [len(data[s]) for s in ("train", "val", "test")] == [2040, 1000, 10000]

@@ -2,17 +2,55 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
+from real_data import REAL_FASHION_MNIST, needs_real_fashion_mnist
 
+from synaug.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from synaug.data.spurious import CONTEXT_COLORS
 from synaug.generate.backends import EmbeddedBackend
 
 
-def test_fashion_mnist_generator_is_the_default_and_grey():
-    backend = EmbeddedBackend.default(device="cpu")
+PER_CLASS = 5
+CHANCE = 0.1  # ten classes
+
+
+@pytest.fixture(scope="module")
+def fashion_samples() -> tuple[torch.Tensor, np.ndarray]:
+    """PER_CLASS images of every class from the default generator (flattened, in [0, 1]) and their prompted classes."""
+    backend = EmbeddedBackend.default(device="cpu", batch_size=10 * PER_CLASS)
     assert backend.generator_id.startswith("embedded:fashion-mnist@")
-    out = backend.generate(["a photo of a Trouser"] * 2, [0, 1])
-    assert out.images.shape == (2, 1, 28, 28) and out.images.dtype == torch.uint8
+    prompts = [f"a photo of a {name}" for name in FASHION_MNIST_CLASSES for _ in range(PER_CLASS)]
+    out = backend.generate(prompts, list(range(len(prompts))))
+    assert out.images.shape == (len(prompts), 1, 28, 28) and out.images.dtype == torch.uint8 and out.ok.all()
+    return out.images.float().flatten(1) / 255, np.repeat(np.arange(10), PER_CLASS)
+
+
+def nearest_mean_accuracy(images: torch.Tensor, labels: np.ndarray, means: torch.Tensor) -> float:
+    return float((torch.cdist(images, means).argmin(1).numpy() == labels).mean())
+
+
+def test_the_default_generator_draws_the_prompted_class_consistently(fashion_samples):
+    """Each image lies nearest the mean of the other images prompted with its class (leave one out);
+    a generator that ignored its prompts would score about chance (10 %)."""
+    images, labels = fashion_samples
+    hits = 0
+    for i in range(len(images)):
+        others = np.arange(len(images)) != i
+        means = torch.stack([images[others & (labels == c)].mean(0) for c in range(10)])
+        hits += nearest_mean_accuracy(images[i : i + 1], labels[i : i + 1], means)
+    assert hits / len(images) > 4 * CHANCE  # 0.7 here
+
+
+@needs_real_fashion_mnist
+def test_the_default_generator_draws_what_real_images_of_the_class_look_like(fashion_samples):
+    """The nearest real class mean (of the Fashion-MNIST test images) is the prompted class well above chance."""
+    images, labels = fashion_samples
+    real = load_fashion_mnist("test", REAL_FASHION_MNIST)
+    pixels = real.images.float().flatten(1) / 255
+    means = torch.stack([pixels[torch.from_numpy(real.labels == c)].mean(0) for c in range(10)])
+    assert nearest_mean_accuracy(images, labels, means) > 4 * CHANCE  # 0.75 here; real test images score 0.68
 
 
 def test_colored_generator_paints_the_prompted_background():

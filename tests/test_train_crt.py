@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -68,8 +70,23 @@ def test_sources_and_bad_settings(trained):
     synthetic_only = data.subset(np.flatnonzero(data.is_synthetic))
     with pytest.raises(SynaugError, match="cRT found no real training images"):
         retrain_classifier(result.model, synthetic_only, result.normalizer)
-    retrain_classifier(result.model, synthetic_only, result.normalizer, epochs=1, source="real+synthetic")
+    from_synthetic = retrain_classifier(result.model, synthetic_only, result.normalizer, epochs=1, source="real+synthetic")
+    assert not torch.equal(from_synthetic.classifier.weight, result.model.classifier.weight)
     with pytest.raises(SynaugError, match="unknown cRT source 'fake'"):
         retrain_classifier(result.model, data, result.normalizer, source="fake")
     with pytest.raises(SynaugError, match="cRT needs epochs >= 1"):
         retrain_classifier(result.model, data, result.normalizer, epochs=0)
+
+
+def test_real_plus_synthetic_trains_on_every_image_and_real_on_the_real_ones(trained):
+    data, result = trained
+    unflagged = dataclasses.replace(data, is_synthetic=np.zeros(len(data), dtype=bool))
+    real_only = data.subset(np.flatnonzero(~data.is_synthetic))
+
+    def weight(images, source):
+        return retrain_classifier(result.model, images, result.normalizer, epochs=1, seed=0, source=source).classifier.weight
+
+    both = weight(data, "real+synthetic")
+    assert torch.equal(both, weight(unflagged, "real"))  # every image, the synthetic flag ignored
+    assert torch.equal(weight(data, "real"), weight(real_only, "real+synthetic"))  # the real images only
+    assert not torch.equal(both, weight(data, "real"))
