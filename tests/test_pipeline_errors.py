@@ -98,7 +98,7 @@ def test_an_external_store_of_another_plan_or_generator_is_refused(fashion, tmp_
     assert record["store"] == str(own) and record["generated"] == 0 and record["already_done"] == 54
     steps = write_config(tmp_path / "steps.yaml", tiny_config(tmp_path / "c", generator={"store": str(own), "steps": 3}, runs={"recipes": ["fill"]}))
     line = error_line(capsys, "run", steps, "--no-progress")
-    assert f"store {own} (generator.store in {steps}) was made by generator fake (steps 1), not by fake (steps 3)" in line
+    assert f"store {own} (generator.store in {steps}) was made with other generator settings (steps: 1 -> 3), not as {steps} asks" in line
 
 
 def test_a_long_tail_that_empties_a_class_names_it(fashion, tmp_path, capsys):

@@ -10,7 +10,7 @@ from typing import Any
 
 from synaug.errors import SynaugError
 from synaug.pipeline.config import RunConfig, dump_run_config, load_run_config, parse_run_config
-from synaug.pipeline.stages import PipelineResult, run_pipeline
+from synaug.pipeline import PipelineResult, run_pipeline
 
 __all__ = ["run"]
 
@@ -51,8 +51,10 @@ def run(
     if out is not None:
         parsed = dataclasses.replace(parsed, output=str(out))
         overrides.append(f"output = {out}")
-    words = ["synaug", "run", name] + (["--stage", stage] if stage else []) + (["--out", str(out)] if out is not None else [])
+    def words(only: str | None) -> str:
+        return shlex.join(["synaug", "run", name] + (["--stage", only] if only else []) + (["--out", str(out)] if out is not None else []))
+
     return run_pipeline(
-        parsed, stage=stage, config_name=name, config_text=text, command=command or shlex.join(words),
-        overrides=overrides, progress=progress,
+        parsed, stage=stage, config_name=name, config_text=text, command=command or words(stage),
+        overrides=overrides, progress=progress, rerun_command=words,
     )

@@ -11,16 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from synaug.cli.options import build_options, given_options
-from synaug.data.benchmarks import GENERATOR_RESERVE, SPLIT_SEED, longtail_indices, pool_indices
+from synaug.data.benchmarks import draw_longtail
 from synaug.data.describe import describe as describe_dataset
 from synaug.data.describe import plot_class_histogram
+from synaug.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD
 from synaug.data.registry import DATASET_KINDS, load_dataset, load_index, save_index
 
 app = typer.Typer(no_args_is_help=True, help="Inspect datasets and build long-tailed subsets.")
@@ -55,8 +55,8 @@ class DescribeOptions(DatasetOptions):
     """Options of `synaug data describe`."""
 
     index: Optional[str] = None
-    many_threshold: int = 100
-    few_threshold: int = 20
+    many_threshold: int = MANY_THRESHOLD
+    few_threshold: int = FEW_THRESHOLD
     out: Optional[str] = None
 
 
@@ -71,8 +71,8 @@ class LongtailOptions(DatasetOptions):
     seed: int = 0
     reserve: Optional[float] = None
     out: str = "longtail-index.json"
-    many_threshold: int = 100
-    few_threshold: int = 20
+    many_threshold: int = MANY_THRESHOLD
+    few_threshold: int = FEW_THRESHOLD
 
 
 _DATASET_FIELDS = [f.name for f in dataclasses.fields(DatasetOptions)]
@@ -84,8 +84,8 @@ SplitOpt = Annotated[Optional[str], typer.Option("--split", help="train or test 
 ListFileOpt = Annotated[Optional[str], typer.Option("--list-file", help="split-list file, one `relative/path.jpg label` per line.")]
 SizeOpt = Annotated[Optional[int], typer.Option("--size", help="Resize file-backed images to SIZE x SIZE.")]
 ChannelsOpt = Annotated[Optional[int], typer.Option("--channels", help="1 or 3 channels for file-backed images (default: 3).")]
-ManyOpt = Annotated[Optional[int], typer.Option("--many-threshold", help="Many-shot: more than this many images (default: 100).")]
-FewOpt = Annotated[Optional[int], typer.Option("--few-threshold", help="Few-shot: fewer than this many images (default: 20).")]
+ManyOpt = Annotated[Optional[int], typer.Option("--many-threshold", help=f"Many-shot: more than this many images (default: {MANY_THRESHOLD}).")]
+FewOpt = Annotated[Optional[int], typer.Option("--few-threshold", help=f"Few-shot: fewer than this many images (default: {FEW_THRESHOLD}).")]
 
 
 @app.command()
@@ -177,26 +177,10 @@ def longtail(
     )
     options = build_options(LongtailOptions, given, config)
     data = load_dataset(**options.source())
-    reserve = options.reserve
-    if reserve is None:
-        reserve = GENERATOR_RESERVE if (options.dataset, options.split) == ("fashion-mnist", "train") else 0.0
-    max_per_class = options.max_per_class
-    if max_per_class is None:
-        max_per_class = int(np.bincount(data.labels[pool_indices(len(data), reserve)], minlength=data.num_classes).min())
-    indices = longtail_indices(
-        data.labels, options.imbalance_factor, max_per_class, options.profile, options.seed, reserve, data.num_classes, options.step_fraction,
-        class_names=data.class_names,
+    indices, settings = draw_longtail(
+        data, options.imbalance_factor, kind=options.dataset, split=options.split, max_per_class=options.max_per_class,
+        profile=options.profile, seed=options.seed, reserve=options.reserve, step_fraction=options.step_fraction,
     )
-    settings = {
-        "imbalance_factor": options.imbalance_factor,
-        "max_per_class": max_per_class,
-        "profile": options.profile,
-        "seed": options.seed,
-        "reserve": reserve,
-        "reserve_seed": SPLIT_SEED,
-    }
-    if options.profile == "step":
-        settings["step_fraction"] = options.step_fraction
     summary = describe_dataset(data.subset(indices), options.many_threshold, options.few_threshold)
     save_index(options.out, indices, data, options.source(), settings)
     _print_summary(summary, f"{options.dataset} {options.split}, long tail IF {options.imbalance_factor:g}")

@@ -21,7 +21,7 @@ from rich.text import Text
 from synaug.cli.data import DatasetOptions
 from synaug.cli.options import build_options, given_options
 from synaug.config import load_yaml
-from synaug.data.benchmarks import GENERATOR_RESERVE, longtail_indices, pool_indices
+from synaug.data.benchmarks import draw_longtail
 from synaug.data.dataset import LabeledImages
 from synaug.data.registry import DATASET_KINDS, load_dataset, load_index
 from synaug.errors import SynaugError
@@ -123,7 +123,7 @@ def plan(
     index: Annotated[Optional[str], typer.Option("--index", help="Plan for the subset in this index file (`synaug data longtail`).")] = None,
     longtail: Annotated[Optional[float], typer.Option("--longtail", help="Plan for a long-tailed subset with this imbalance factor (LDAM draw, seed 0).")] = None,
     max_per_class: Annotated[Optional[int], typer.Option("--max-per-class", help="With --longtail: size of the largest class (default: the smallest class available).")] = None,
-    reserve: Annotated[Optional[float], typer.Option("--reserve", help="With --longtail: fraction never drawn (default: 0.5 for fashion-mnist, else 0).")] = None,
+    reserve: Annotated[Optional[float], typer.Option("--reserve", help="With --longtail: fraction never drawn (default: 0.5 for fashion-mnist train, else 0).")] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help=f"{' | '.join(STRATEGIES)} (default: fill-to-max).")] = None,
     target: Annotated[Optional[int], typer.Option("--target", help="fill-to: the count every class is filled to.")] = None,
     budget: Annotated[Optional[int], typer.Option("--budget", help="budget: total synthetic images, split by each class's shortfall.")] = None,
@@ -411,11 +411,10 @@ def _plan_dataset(options: PlanOptions, given: dict[str, Any]) -> LabeledImages:
         if options.max_per_class is not None or options.reserve is not None:
             raise SynaugError("--max-per-class and --reserve shape a long-tailed draw; add --longtail IF.")
         return data
-    reserve = options.reserve if options.reserve is not None else (GENERATOR_RESERVE if options.dataset == "fashion-mnist" else 0.0)
-    max_per_class = options.max_per_class
-    if max_per_class is None:
-        max_per_class = int(np.bincount(data.labels[pool_indices(len(data), reserve)], minlength=data.num_classes).min())
-    return data.subset(longtail_indices(data.labels, options.longtail, max_per_class, reserve=reserve, num_classes=data.num_classes))
+    indices, _ = draw_longtail(
+        data, options.longtail, kind=options.dataset, split=options.split, max_per_class=options.max_per_class, reserve=options.reserve
+    )
+    return data.subset(indices)
 
 
 def _measured_rate(options: PlanOptions) -> BenchResult | None:

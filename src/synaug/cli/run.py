@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from synaug.api.running import run as run_config
-from synaug.pipeline.stages import STAGES, PipelineResult
+from synaug.pipeline import STAGES, PipelineResult
 from synaug.report.results import GROUP_METRIC_LABELS, GROUP_METRICS, METRIC_LABELS
 
 TABLE_METRICS = ("top1", "many", "medium", "few")

@@ -32,9 +32,9 @@ from rich.table import Table
 from synaug.cli.data import DatasetOptions
 from synaug.cli.options import build_options
 from synaug.config import load_yaml, to_dict
-from synaug.data.benchmarks import GENERATOR_RESERVE, longtail_indices, pool_indices
+from synaug.data.benchmarks import default_reserve, draw_longtail, pool_indices
 from synaug.data.dataset import LabeledImages
-from synaug.data.longtail import balanced_subset
+from synaug.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD, balanced_subset
 from synaug.data.registry import load_dataset, load_index, write_atomic
 from synaug.errors import SynaugError
 from synaug.evaluate import evaluate, plot_confusion_matrix, plot_per_class_accuracy, write_results
@@ -75,8 +75,8 @@ class TrainOptions(TrainConfig, DatasetOptions):
     crt_lr: float = 0.1
     crt_batch_size: int = 128
     crt_source: str = "real"
-    many_threshold: int = 100
-    few_threshold: int = 20
+    many_threshold: int = MANY_THRESHOLD
+    few_threshold: int = FEW_THRESHOLD
     out: str | None = None
 
     def train_config(self) -> TrainConfig:
@@ -184,8 +184,8 @@ def evaluate_checkpoints(
     list_file: Annotated[Optional[str], typer.Option("--list-file", help="split-list file of the images to evaluate.")] = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Folder for results.json, results.md and the plots (required).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 500,
-    many_threshold: Annotated[int, typer.Option("--many-threshold", help="Many-shot: more training images than this.")] = 100,
-    few_threshold: Annotated[int, typer.Option("--few-threshold", help="Few-shot: fewer training images than this.")] = 20,
+    many_threshold: Annotated[int, typer.Option("--many-threshold", help="Many-shot: more training images than this.")] = MANY_THRESHOLD,
+    few_threshold: Annotated[int, typer.Option("--few-threshold", help="Few-shot: fewer training images than this.")] = FEW_THRESHOLD,
     groups_from: Annotated[
         Optional[Path],
         typer.Option(
@@ -264,18 +264,15 @@ def _training_data(options: TrainOptions) -> tuple[LabeledImages, LabeledImages,
 
 def _subset_indices(full: LabeledImages, options: TrainOptions) -> np.ndarray:
     """Indices of the long-tailed or balanced subset, drawn from the pool not reserved for the generator."""
-    reserve = options.reserve
-    if reserve is None:
-        reserve = GENERATOR_RESERVE if (options.dataset, options.split) == ("fashion-mnist", "train") else 0.0
-    pool = pool_indices(len(full), reserve)
     if options.per_class is not None:
+        reserve = default_reserve(options.dataset, options.split) if options.reserve is None else options.reserve
+        pool = pool_indices(len(full), reserve)
         return pool[balanced_subset(full.labels[pool], options.per_class, options.data_seed, full.num_classes, class_names=full.class_names)]
-    largest = options.max_per_class
-    if largest is None:
-        largest = int(np.bincount(full.labels[pool], minlength=full.num_classes).min())
-    return longtail_indices(
-        full.labels, options.longtail, largest, seed=options.data_seed, reserve=reserve, num_classes=full.num_classes, class_names=full.class_names
+    indices, _ = draw_longtail(
+        full, options.longtail, kind=options.dataset, split=options.split, max_per_class=options.max_per_class,
+        seed=options.data_seed, reserve=options.reserve,
     )
+    return indices
 
 
 def _check_compatible(data: LabeledImages, meta: dict[str, Any], checkpoint: Path) -> None:

@@ -1,6 +1,8 @@
 """Data: the labelled-image dataset type, loaders and long-tail benchmark builders."""
 
 from synaug.data.benchmarks import (
+    default_reserve,
+    draw_longtail,
     fashion_mnist_balanced,
     fashion_mnist_lt,
     fashion_mnist_reserved,
@@ -32,8 +34,10 @@ __all__ = [
     "check_folder_name",
     "class_folder_names",
     "decode_image",
+    "default_reserve",
     "describe",
     "disjoint_split",
+    "draw_longtail",
     "fashion_mnist_balanced",
     "fashion_mnist_lt",
     "fashion_mnist_reserved",

@@ -9,7 +9,7 @@ official 10,000 images.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -20,6 +20,48 @@ from synaug.data.splits import disjoint_split
 
 GENERATOR_RESERVE = 0.5
 SPLIT_SEED = 0
+
+
+def default_reserve(kind: str, split: str) -> float:
+    """The fraction of a dataset split that long tails are never drawn from, when none is given:
+    GENERATOR_RESERVE for Fashion-MNIST train (the half the embedded generator trained on), else 0."""
+    return GENERATOR_RESERVE if (kind, split) == ("fashion-mnist", "train") else 0.0
+
+
+def draw_longtail(
+    dataset: LabeledImages,
+    imbalance_factor: float,
+    *,
+    kind: str,
+    split: str,
+    max_per_class: int | None = None,
+    profile: str = "exp",
+    seed: int = 0,
+    reserve: float | None = None,
+    step_fraction: float = 0.5,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The long-tailed draw of `synaug data longtail`, `synaug train`, `synaug plan` and `synaug run`.
+
+    ``dataset`` is split ``split`` of dataset kind ``kind``; ``reserve`` None takes
+    :func:`default_reserve`; ``max_per_class`` None takes the smallest class of the pool. Returns the
+    indices into ``dataset`` (see :func:`longtail_indices`) and the settings that drew them (for the
+    index file).
+    """
+    reserve = default_reserve(kind, split) if reserve is None else float(reserve)
+    if max_per_class is None:
+        pool = pool_indices(len(dataset), reserve)
+        max_per_class = int(np.bincount(dataset.labels[pool], minlength=dataset.num_classes).min())
+    indices = longtail_indices(
+        dataset.labels, imbalance_factor, max_per_class, profile, seed, reserve, dataset.num_classes, step_fraction,
+        class_names=dataset.class_names,
+    )
+    settings: dict[str, Any] = {
+        "imbalance_factor": imbalance_factor, "max_per_class": max_per_class, "profile": profile, "seed": seed,
+        "reserve": reserve, "reserve_seed": SPLIT_SEED,
+    }
+    if profile == "step":
+        settings["step_fraction"] = step_fraction
+    return indices, settings
 
 
 def longtail_indices(

@@ -9,14 +9,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from synaug.data.dataset import LabeledImages, check_image_files
-from synaug.data.longtail import shot_groups
+from synaug.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD, shot_groups
 from synaug.data.registry import write_atomic
 from synaug.errors import SynaugError
 
 _LABELLED_BARS_UP_TO = 20
 
 
-def describe(dataset: LabeledImages, many_threshold: int = 100, few_threshold: int = 20) -> dict[str, Any]:
+def describe(dataset: LabeledImages, many_threshold: int = MANY_THRESHOLD, few_threshold: int = FEW_THRESHOLD) -> dict[str, Any]:
     """Class counts, imbalance factor (largest / smallest non-empty class) and shot groups.
 
     Image files are checked to be complete images first (a damaged one is a one-line error).

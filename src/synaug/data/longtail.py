@@ -18,6 +18,8 @@ import numpy as np
 from synaug.errors import SynaugError
 
 PROFILES = ("exp", "step")
+MANY_THRESHOLD = 100  # shot groups: many-shot classes have more real training images than this
+FEW_THRESHOLD = 20  # and few-shot classes fewer than this
 
 
 def longtail_counts(
@@ -96,7 +98,7 @@ def balanced_subset(
     return _draw(labels, np.full(_num_classes(labels, num_classes), per_class, dtype=np.int64), seed, class_names)
 
 
-def shot_groups(train_counts: np.ndarray, many_threshold: int = 100, few_threshold: int = 20) -> dict[str, np.ndarray]:
+def shot_groups(train_counts: np.ndarray, many_threshold: int = MANY_THRESHOLD, few_threshold: int = FEW_THRESHOLD) -> dict[str, np.ndarray]:
     """Class indices by training count: "many" (> many_threshold), "medium", "few" (< few_threshold)."""
     if few_threshold > many_threshold:
         raise SynaugError(f"few-shot threshold {few_threshold} exceeds many-shot threshold {many_threshold}; swap them.")

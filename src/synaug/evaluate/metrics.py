@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from synaug.data.longtail import shot_groups
+from synaug.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD, shot_groups
 from synaug.data.registry import write_atomic
 from synaug.errors import SynaugError
 
@@ -34,8 +34,8 @@ def evaluate(
     labels: np.ndarray | Sequence[int],
     train_counts: np.ndarray | Sequence[int],
     class_names: Sequence[str],
-    many_threshold: int = 100,
-    few_threshold: int = 20,
+    many_threshold: int = MANY_THRESHOLD,
+    few_threshold: int = FEW_THRESHOLD,
 ) -> dict[str, Any]:
     """Metrics of predictions ``logits.argmax(1)`` against ``labels`` (see the module doc).
 

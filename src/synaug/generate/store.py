@@ -462,18 +462,26 @@ def _canonical_json(value) -> str:
         raise SynaugError(f"generator settings are not JSON-safe ({exc}); report this backend bug.") from None
 
 
+class StoreMismatch(SynaugError):
+    """A store made by another plan, generator or generator settings than asked; ``reason`` says
+    which ("was made by a different plan ..."), so callers can name their own fix."""
+
+    def __init__(self, root: Path, reason: str):
+        super().__init__(f"store {root} {reason}; use a new --out folder, or --overwrite to replace it.")
+        self.root, self.reason = root, reason
+
+
 def _check_same_source(root: Path, existing: dict, wanted: dict) -> None:
     """Refuse a store made by another plan or generator."""
-    fix = "use a new --out folder, or --overwrite to replace it"
     if existing["plan_digest"] != wanted["plan_digest"]:
-        raise SynaugError(f"store {root} was made by a different plan (digest {existing['plan_digest']}, this plan {wanted['plan_digest']}); {fix}.")
+        raise StoreMismatch(root, f"was made by a different plan (digest {existing['plan_digest']}, this plan {wanted['plan_digest']})")
     if existing["generator_id"] != wanted["generator_id"]:
-        raise SynaugError(f"store {root} was made by generator '{existing['generator_id']}', not '{wanted['generator_id']}'; {fix}.")
+        raise StoreMismatch(root, f"was made by generator '{existing['generator_id']}', not '{wanted['generator_id']}'")
     old, new = existing["settings"], wanted["settings"]
     if _canonical_json(old) != _canonical_json(new):
         differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differing[:3])
-        raise SynaugError(f"store {root} was made with other generator settings ({shown}); {fix}.")
+        raise StoreMismatch(root, f"was made with other generator settings ({shown})")
 
 
 def _create_exclusive(path: Path, text: str) -> None:

@@ -52,6 +52,8 @@ from synaug.train.trainer import TrainResult
 GRADIENT_PATHS = ("x0", "full")
 DEFAULT_SCALE = 0.03
 DEFAULT_EVERY = 5
+DEFAULT_START, DEFAULT_STOP = 0.0, 1.0  # the guided window of the sampling steps: all of them
+DEFAULT_PATH = "x0"
 
 
 class FeedbackGuidance(StepHook):
@@ -81,9 +83,9 @@ class FeedbackGuidance(StepHook):
         criterion: str | Criterion = "entropy",
         scale: float = DEFAULT_SCALE,
         every: int = DEFAULT_EVERY,
-        start: float = 0.0,
-        stop: float = 1.0,
-        gradient_path: str = "x0",
+        start: float = DEFAULT_START,
+        stop: float = DEFAULT_STOP,
+        gradient_path: str = DEFAULT_PATH,
         class_gaussians: ClassGaussians | None = None,
         input_size: tuple[int, int] | None = None,
         input_channels: int | None = None,
@@ -200,9 +202,9 @@ def feedback_hook(
     *,
     scale: float = DEFAULT_SCALE,
     every: int = DEFAULT_EVERY,
-    start: float = 0.0,
-    stop: float = 1.0,
-    gradient_path: str = "x0",
+    start: float = DEFAULT_START,
+    stop: float = DEFAULT_STOP,
+    gradient_path: str = DEFAULT_PATH,
     class_names: list[str] | None = None,
     device: str | torch.device = "cpu",
     ridge: float = DEFAULT_RIDGE,

@@ -1,10 +1,11 @@
-"""The one-command pipeline: data → long-tail split → plan → generate → train → cRT → evaluate → report."""
+"""The one-command pipeline: data → long-tail split → plan → feedback classifier → generate → train → cRT → evaluate → report."""
 
 from synaug.pipeline.ablations import RECIPES, Recipe, build_training_set
-from synaug.pipeline.cache import StageCache, stage_digest
+from synaug.pipeline.cache import StageCache, code_digest, stage_digest
 from synaug.pipeline.config import RunConfig, dump_run_config, load_run_config, parse_run_config
+from synaug.pipeline.context import STAGES, RunContext
 from synaug.pipeline.demo import run_demo
-from synaug.pipeline.stages import STAGES, Pipeline, PipelineResult, run_pipeline
+from synaug.pipeline.runner import Pipeline, PipelineResult, run_pipeline
 
 __all__ = [
     "RECIPES",
@@ -13,8 +14,10 @@ __all__ = [
     "PipelineResult",
     "Recipe",
     "RunConfig",
+    "RunContext",
     "StageCache",
     "build_training_set",
+    "code_digest",
     "dump_run_config",
     "load_run_config",
     "parse_run_config",

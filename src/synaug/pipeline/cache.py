@@ -1,9 +1,12 @@
-"""Stage outputs cached by a digest of their inputs.
+"""Stage outputs cached by a digest of their inputs and of the code that made them.
 
 Each stage's output lives in ``ROOT/<stage>-<digest>/``; the digest hashes the stage's own
 settings plus the digests of the stages it reads, so changing the training settings leaves
 the data, plan and generate digests (and folders) untouched, while changing the plan
-changes the digest of the plan and of everything downstream.
+changes the digest of the plan and of everything downstream. It also hashes
+:func:`code_digest` of the modules the stage runs (and synaug's version), so results made by
+other code are never reused: after an edit of, say, :mod:`synaug.train`, the trainings and
+everything after them are made again while the data, plans and synthetic stores stay cached.
 
 A folder counts as finished only once its ``stage.json`` exists, and that file is written
 last. Stages with small outputs are built in a hidden temporary folder that is renamed into
@@ -14,7 +17,9 @@ itself, writes into the final folder and is marked finished at the end
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -22,7 +27,9 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
+
+import synaug
 
 from synaug.data.registry import write_atomic
 from synaug.errors import SynaugError
@@ -31,10 +38,38 @@ RECORD_FILE = "stage.json"
 CACHE_FORMAT = 1
 
 
-def stage_digest(stage: str, inputs: Mapping[str, Any]) -> str:
-    """12 hex digits of the SHA-256 of the stage name and its inputs (canonical JSON)."""
-    text = json.dumps({"format": CACHE_FORMAT, "stage": stage, "inputs": inputs}, sort_keys=True, separators=(",", ":"), default=str)
+def stage_digest(stage: str, inputs: Mapping[str, Any], code: str | None = None) -> str:
+    """12 hex digits of the SHA-256 of the stage name, its inputs (canonical JSON) and ``code``
+    (the :func:`code_digest` of the modules it runs)."""
+    key: dict[str, Any] = {"format": CACHE_FORMAT, "stage": stage, "inputs": inputs}
+    if code is not None:
+        key["code"] = code
+    text = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=None)
+def code_digest(modules: Sequence[str]) -> str:
+    """16 hex digits of the SHA-256 of synaug's version and the source of ``modules`` (a tuple of
+    module names; a package stands for every ``.py`` file below it), by relative file name and
+    content, so the digest is the same wherever synaug is installed."""
+    digest = hashlib.sha256(f"synaug {synaug.__version__}\n".encode())
+    for name in sorted(set(modules)):
+        for relative, path in _source_files(name):
+            digest.update(f"{relative}\0".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _source_files(module: str) -> list[tuple[str, Path]]:
+    """(name relative to the module's parent folder, path) of every source file of ``module``."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"module {module} has no source files")
+    origin = Path(spec.origin)
+    if spec.submodule_search_locations is None:
+        return [(f"{module}:{origin.name}", origin)]
+    folder = origin.parent
+    return [(f"{module}:{path.relative_to(folder).as_posix()}", path) for path in sorted(folder.rglob("*.py"))]
 
 
 class StageCache:

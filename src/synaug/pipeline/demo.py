@@ -28,7 +28,7 @@ from synaug.config import load_yaml
 from synaug.errors import SynaugError
 from synaug.pipeline.ablations import RECIPES
 from synaug.pipeline.config import RunConfig, parse_run_config
-from synaug.pipeline.stages import PipelineResult, run_pipeline
+from synaug.pipeline.runner import PipelineResult, run_pipeline
 
 DEMO_CONFIG = "fashion-mnist-lt.yaml"
 GROUPS_CONFIG = "spurious-fashion-mnist.yaml"

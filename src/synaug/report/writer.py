@@ -38,6 +38,7 @@ import numpy as np
 
 from synaug.data.dataset import LabeledImages
 from synaug.data.describe import plot_class_histogram
+from synaug.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD
 from synaug.data.registry import write_atomic
 from synaug.evaluate.groups import plot_group_accuracy
 from synaug.evaluate.plots import LABELLED_CLASSES_MAX, plot_confusion_matrix, plot_per_class_accuracy
@@ -425,7 +426,7 @@ def _cells_table(groups: GroupFacts) -> str:
 
 
 def _thresholds(runs: Sequence[RunResult]) -> dict[str, int]:
-    thresholds = runs[0].metrics["thresholds"] if runs else {"many": 100, "few": 20}
+    thresholds = runs[0].metrics["thresholds"] if runs else {"many": MANY_THRESHOLD, "few": FEW_THRESHOLD}
     return {"many": thresholds["many"], "few": thresholds["few"]}
 
 

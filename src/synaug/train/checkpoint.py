@@ -24,7 +24,7 @@ from synaug.config import to_dict
 from synaug.data.registry import write_atomic
 from synaug.errors import SynaugError
 from synaug.train.models import Normalizer, build_model
-from synaug.train.trainer import TrainResult
+from synaug.train.trainer import TrainConfig, TrainResult
 
 CHECKPOINT_FORMAT = "synaug-classifier/1"
 WEIGHTS_FILE = "model.safetensors"
@@ -66,6 +66,24 @@ def read_history(folder: str | Path) -> list[dict[str, Any]]:
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
         raise SynaugError(f"{path} is not valid checkpoint JSON ({exc}); re-run `synaug train --out {run_folder(path.parent)}`.") from None
     return history if isinstance(history, list) else []
+
+
+def result_from_checkpoint(model: nn.Module, normalizer: Normalizer, meta: dict[str, Any]) -> TrainResult:
+    """A :class:`TrainResult` for ``model`` carrying a loaded checkpoint's description (``meta``, its
+    config.json), so a model re-trained from that checkpoint (cRT, DFR) is saved with the same facts."""
+    channels = int(meta["in_channels"])
+    return TrainResult(
+        model=model,
+        history=meta.get("history", []),
+        normalizer=normalizer,
+        config=TrainConfig(**meta["train_config"]),
+        class_names=list(meta["class_names"]),
+        train_counts=np.asarray(meta["train_counts"]),
+        synthetic_counts=np.asarray(meta["synthetic_counts"]),
+        sample_counts=dict(meta["sample_counts"]),
+        image_shape=(channels, *[int(s) for s in meta["image_size"]]),
+        seconds=float(meta.get("train_seconds", 0.0)),
+    )
 
 
 def run_folder(checkpoint: Path) -> Path:
