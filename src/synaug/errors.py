@@ -25,3 +25,12 @@ class SynaugWarning(UserWarning):
     >>> import warnings
     >>> warnings.simplefilter("error", synaug.SynaugWarning)  # doctest: +SKIP
     """
+
+
+class StoreMismatch(SynaugError):
+    """A synthetic store made by another plan, generator or generator settings than asked; ``reason``
+    says which ("was made by a different plan ..."), so callers can name their own fix."""
+
+    def __init__(self, root: object, reason: str):
+        super().__init__(f"store {root} {reason}; use a new --out folder, or --overwrite to replace it.")
+        self.root, self.reason = root, reason

@@ -56,7 +56,7 @@ import torch
 
 from synaug.data.dataset import LabeledImages
 from synaug.data.folders import sanitize_folder_name
-from synaug.errors import SynaugError
+from synaug.errors import StoreMismatch, SynaugError
 from synaug.generate import manifest as files
 from synaug.generate.manifest import NULLABLE_INTS, STATUS_FAILED, STATUS_OK, temp_name
 from synaug.plan.planner import PlanItem, SynthesisPlan
@@ -460,15 +460,6 @@ def _canonical_json(value) -> str:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     except TypeError as exc:
         raise SynaugError(f"generator settings are not JSON-safe ({exc}); report this backend bug.") from None
-
-
-class StoreMismatch(SynaugError):
-    """A store made by another plan, generator or generator settings than asked; ``reason`` says
-    which ("was made by a different plan ..."), so callers can name their own fix."""
-
-    def __init__(self, root: Path, reason: str):
-        super().__init__(f"store {root} {reason}; use a new --out folder, or --overwrite to replace it.")
-        self.root, self.reason = root, reason
 
 
 def _check_same_source(root: Path, existing: dict, wanted: dict) -> None:

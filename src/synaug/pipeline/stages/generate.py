@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from synaug.data.dataset import LabeledImages
-from synaug.errors import SynaugError
 from synaug.devices import resolve_device
-from synaug.generate.backends.base import resolve_dtype
+from synaug.errors import StoreMismatch, SynaugError
 from synaug.generate import loading
-from synaug.generate.store import StoreMismatch, SyntheticStore
+from synaug.generate.backends.base import resolve_dtype
+from synaug.generate.store import SyntheticStore
 from synaug.guidance.criteria import NEEDS_CLASS_GAUSSIANS
 from synaug.pipeline.ablations import Guidance, budget_text
 from synaug.pipeline.cache import code_digest, stage_digest
