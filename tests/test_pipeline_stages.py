@@ -114,3 +114,15 @@ def test_one_long_tail_draw_and_its_reserve():
     assert test_settings["reserve"] == 0.0 and np.bincount(labels[test_indices], minlength=10)[0] == 100
     with pytest.raises(SynaugError, match="no images"):
         draw_longtail(data, 1000, kind="fashion-mnist", split="test", max_per_class=100)
+
+
+def test_synaug_plan_draws_a_test_split_long_tail_without_the_generators_reserve(tmp_path, monkeypatch, capsys):
+    from data_writers import write_fashion_mnist
+
+    from synaug.cli import main
+    from synaug.plan import SynthesisPlan
+
+    monkeypatch.setenv("SYNAUG_FASHION_MNIST", str(write_fashion_mnist(tmp_path / "fashion", train_per_class=4, test_per_class=2)))
+    out = tmp_path / "plan.json"
+    assert main(["plan", "--split", "test", "--longtail", "2", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert SynthesisPlan.load(out).real_counts.tolist()[0] == 2  # the whole test split is the pool: 2 images of class 0

@@ -29,6 +29,7 @@ from synaug.generate.exemplars import ExemplarSpec, check_exemplar_source
 from synaug.generate.loading import check_vocabulary, load_generator
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import SyntheticStore
+from synaug.guidance.feedback import DEFAULT_EVERY, DEFAULT_PATH, DEFAULT_SCALE
 from synaug.plan.planner import STRATEGIES, SynthesisPlan, overgenerate, plan_for_dataset
 from synaug.plan.prompts import TEMPLATE_SETS, PromptSources, parse_name_overrides
 
@@ -89,10 +90,10 @@ class GenerateOptions:
     progress: bool = True
     feedback: Optional[str] = None
     feedback_classifier: Optional[str] = None
-    feedback_scale: float = 0.03
-    feedback_every: int = 5
+    feedback_scale: float = DEFAULT_SCALE
+    feedback_every: int = DEFAULT_EVERY
     feedback_window: Optional[str] = None
-    feedback_path: str = "x0"
+    feedback_path: str = DEFAULT_PATH
     feedback_data: Union[str, dict, None] = None
     reference: Optional[str] = None
     real_data: Union[str, dict, None] = None
@@ -224,10 +225,10 @@ def generate(
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Show a progress bar (default: on).")] = None,
     feedback: Annotated[Optional[str], typer.Option("--feedback", help="Feedback guidance criterion: entropy | loss | hardness | a registered one.")] = None,
     feedback_classifier: Annotated[Optional[str], typer.Option("--feedback-classifier", help="Checkpoint folder of the feedback classifier (`synaug train --out`/checkpoint).")] = None,
-    feedback_scale: Annotated[Optional[float], typer.Option("--feedback-scale", help="Guidance step as a fraction of the latents' norm (default: 0.03).")] = None,
-    feedback_every: Annotated[Optional[int], typer.Option("--feedback-every", help="Guide every k-th sampling step (default: 5).")] = None,
+    feedback_scale: Annotated[Optional[float], typer.Option("--feedback-scale", help=f"Guidance step as a fraction of the latents' norm (default: {DEFAULT_SCALE}).")] = None,
+    feedback_every: Annotated[Optional[int], typer.Option("--feedback-every", help=f"Guide every k-th sampling step (default: {DEFAULT_EVERY}).")] = None,
     feedback_window: Annotated[Optional[str], typer.Option("--feedback-window", help="START:STOP fractions of the steps that are guided (default: 0:1).")] = None,
-    feedback_path: Annotated[Optional[str], typer.Option("--feedback-path", help="x0 (UNet output held constant, fast) or full (through the UNet) (default: x0).")] = None,
+    feedback_path: Annotated[Optional[str], typer.Option("--feedback-path", help=f"x0 (UNet output held constant, fast) or full (through the UNet) (default: {DEFAULT_PATH}).")] = None,
     feedback_data: Annotated[Optional[str], typer.Option("--feedback-data", help="Real data for the hardness Gaussians: index file (.json) or `synaug plan` options YAML (default: --real-data).")] = None,
     reference: Annotated[Optional[str], typer.Option("--reference", help="real: make each image from an exemplar, a real image of its class (or cell) from --real-data, picked by a seeded rule and recorded in the manifest.")] = None,
     real_data: Annotated[Optional[str], typer.Option("--real-data", help="The plan's real data: index file (.json) of `synaug data longtail` or the options YAML given to `synaug plan`.")] = None,
