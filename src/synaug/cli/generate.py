@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, Union
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
