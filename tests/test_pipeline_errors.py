@@ -29,7 +29,7 @@ def fashion(tmp_path, monkeypatch):
         ({"data": {"longtail": {"imbalance_factr": 10}}}, "unknown key 'data.longtail.imbalance_factr'; did you mean 'imbalance_factor'?"),
         ({"generater": {}}, "unknown key 'generater'; did you mean 'generator'?"),
         ({"train": {"mixup_alpha": -0.5}}, "train: mixup_alpha must be a number >= 0"),
-        ({"train": {"cutmix_alpha": float("inf")}}, "train: cutmix_alpha must be a number >= 0"),
+        ({"train": {"cutmix_alpha": float("inf")}}, "train: cutmix_alpha is inf; give a finite number"),
         ({"train": {"mix_prob": 1.5}}, "train: mix_prob must be a ratio in [0, 1]"),
         ({"runs": {"substitute_fraction": 0}}, "runs.substitute_fraction 0 must be a ratio in (0, 1]"),
         ({"runs": {"recipes": ["synaug", "orcale"]}}, "unknown recipe 'orcale' in runs.recipes (did you mean 'oracle'?)"),
