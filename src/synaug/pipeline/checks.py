@@ -68,11 +68,18 @@ def _check_plan(config: RunConfig, where: str) -> None:
         if plan.strategy != strategy and getattr(plan, key) is not None:
             raise SynaugError(f"{where}: plan.{key} is used only by plan.strategy {strategy}; remove it or change the strategy.")
     try:  # the planner's own checks of strategy parameters and templates, on two dummy classes
-        make_plan(np.array([2, 1]), ["a", "b"], plan.strategy, target=plan.target, budget=plan.budget, templates=plan.templates)
+        make_plan(np.array([2, 1]), ["a", "b"], plan.strategy, target=plan.target, budget=plan.budget, templates=plan.templates,
+                  template_set=plan.template_set)
         if plan.group_templates:
             check_templates(plan.group_templates, with_groups=True)
     except SynaugError as exc:
         raise SynaugError(f"{where}: plan: {exc}") from None
+    if plan.descriptions is not None and (plan.templates or plan.group_templates or plan.template_set):
+        raise SynaugError(f"{where}: plan.descriptions are the prompts themselves; drop plan.templates, plan.group_templates and plan.template_set.")
+    if plan.template_set is not None and plan.group_templates:
+        raise SynaugError(f"{where}: plan.template_set gives the group prompts too; drop plan.group_templates or plan.template_set.")
+    if plan.descriptions is not None and not Path(plan.descriptions).is_file():
+        raise SynaugError(f"{where}: plan.descriptions file {plan.descriptions} does not exist; give a file of 'CLASS: prompt' lines.")
     _choice(f"{where}: plan.cells", plan.cells, PLAN_CELLS)
     for template in plan.group_templates:
         if not set(template_fields(template)) & set(GROUP_FIELDS):

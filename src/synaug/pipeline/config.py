@@ -53,6 +53,7 @@ from synaug.data.registry import GROUP_KINDS
 from synaug.errors import SynaugError
 from synaug.guidance.feedback import DEFAULT_EVERY, DEFAULT_PATH, DEFAULT_SCALE, DEFAULT_START, DEFAULT_STOP
 from synaug.pipeline.checks import check_run_config, nearest
+from synaug.plan.prompts import PromptSources
 from synaug.train.dfr import DFR_C_GRID, DFR_RETRAINS
 from synaug.train.group_dro import DRO_STEP_SIZE, DRO_WEIGHT_DECAY
 from synaug.train.trainer import RECIPES as TRAIN_RECIPES
@@ -165,8 +166,9 @@ class DataSection:
 
 
 @dataclass
-class PlanSection:
-    """The synthesis plan (see :mod:`synaug.plan.planner`). ``class_prompt_names`` renames classes
+class PlanSection(PromptSources):
+    """The synthesis plan (see :mod:`synaug.plan.planner`); ``template_set`` or ``descriptions``
+    (:class:`~synaug.plan.prompts.PromptSources`) replace the templates. ``class_prompt_names`` renames classes
     in prompts: a mapping ``{class name: prompt name}``, or the path of a text file with one
     prompt name per line in label order (e.g. ImageNet's class names).
 

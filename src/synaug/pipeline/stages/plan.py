@@ -19,6 +19,7 @@ from synaug.errors import SynaugError
 from synaug.pipeline.ablations import Recipe, budget_text, extra_counts, replace_class_ids
 from synaug.pipeline.context import RunContext
 from synaug.pipeline.stages.data import DataOutput
+from synaug.plan.descriptions import read_descriptions
 from synaug.plan.planner import SynthesisPlan, make_plan, plan_for_dataset
 
 CODE = ("synaug.plan", "synaug.pipeline.ablations", "synaug.pipeline.stages.plan")
@@ -26,6 +27,7 @@ FEEDBACK_CODE = (*CODE, "synaug.guidance.budgets")
 PLAN_FILE = "plan.json"
 EXTRA_SEED_OFFSET = 1_000_003  # the extra plan's run seed: the fill plan's plus this, so its images differ
 GROUP_PLAN_KEYS = ("cells", "group_templates", "group_prompt_names")
+PROMPT_SOURCE_KEYS = ("template_set", "descriptions")  # in the key only when set, so other runs keep their digests
 
 
 @dataclass
@@ -46,19 +48,22 @@ def plan_stage(ctx: RunContext, data: DataOutput, cells: str) -> PlanOutput:
             f"{ctx.config_name}: synthetic images must match the real ones' size; set data.size for file-backed data "
             f"(its first image is {width} x {height}: data.size {max(height, width)} keeps that resolution)."
         )
-    settings = {**to_dict(section), "class_prompt_names": names}
+    train = data.train if cells == "class-group" else replace(data.train, groups=None, group_names=None)
+    grouped = train.groups is not None
+    described = None if section.descriptions is None else read_descriptions(section.descriptions, train.class_names, train.group_names)
+    settings = {**to_dict(section), "class_prompt_names": names, "descriptions": described}
     if data.train.groups is None:  # the group keys count only on group data, so class runs keep their digests
         settings = {k: v for k, v in settings.items() if k not in GROUP_PLAN_KEYS}
+    settings = {k: v for k, v in settings.items() if k not in PROMPT_SOURCE_KEYS or v is not None}
     inputs = {"data": data.digest, "plan": settings, "seed": ctx.config.generator.seed}
     if data.train.groups is not None:
         inputs["cells"] = cells
-    train = data.train if cells == "class-group" else replace(data.train, groups=None, group_names=None)
-    grouped = train.groups is not None
 
     def build(folder: Path, facts: dict[str, Any]) -> None:
         plan = plan_for_dataset(
             train, section.strategy, target=section.target, budget=section.budget,
             templates=section.group_templates if grouped else section.templates, class_prompt_names=names,
+            template_set=section.template_set, descriptions=described,
             group_prompt_names=section.group_prompt_names if grouped else None, negative_prompt=section.negative_prompt,
             seed=ctx.config.generator.seed,
         )
@@ -84,7 +89,8 @@ def extra_plan_stage(ctx: RunContext, data: DataOutput, fill: PlanOutput, recipe
         extra = make_plan(
             np.zeros(len(plan.class_names), dtype=np.int64), plan.class_names,
             {name: int(n) for name, n in zip(plan.class_names, counts) if n > 0},
-            templates=plan.templates, class_prompt_names=dict(zip(plan.class_names, plan.prompt_names)),
+            templates=None if plan.descriptions else plan.templates, descriptions=plan.descriptions,
+            class_prompt_names=dict(zip(plan.class_names, plan.prompt_names)),
             negative_prompt=plan.negative_prompt, seed=plan.seed + EXTRA_SEED_OFFSET,
             image_size=plan.image_size, channels=plan.channels,
         )
