@@ -108,6 +108,15 @@ def _check_generator(config: RunConfig, where: str) -> None:
         raise SynaugError(f"{where}: generator.guidance must be 0 or more, got {generator.guidance}.")
     if generator.seed < 0:
         raise SynaugError(f"{where}: generator.seed must be a non-negative integer.")
+    from synaug.generate.backends.embedded import embedded_spec
+
+    embedding = [name for name in config.exemplars.generator_settings() if name != "strength"]
+    if embedding and embedded_spec(generator.spec) is not None:
+        raise SynaugError(
+            f"{where}: exemplars.{embedding[0]} conditions a Stable Diffusion checkpoint on the exemplar's embedding, and "
+            f"generator.spec {generator.spec} is an embedded generator (exemplars by img2img, exemplars.strength, only); "
+            f"set generator.spec to a Stable Diffusion checkpoint or drop exemplars.{embedding[0]}."
+        )
 
 
 def _check_training(config: RunConfig, where: str) -> None:

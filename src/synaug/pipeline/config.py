@@ -13,6 +13,8 @@
     runs:       the recipes to run (see :mod:`synaug.pipeline.ablations`) and the seeds
     feedback:   feedback-guided synthesis of the ``fg`` recipe: criteria, guidance, budgets, classifier
                 (the budgets also make the unguided ``fill_budget`` control rows)
+    exemplars:  make each synthetic image from a real training image of its class (or cell):
+                :class:`~synaug.generate.exemplars.ExemplarSpec` (source, strength, ip_adapter, ...)
     output:     the output folder
 
 **Group data.** Group-annotated kinds (``waterbirds``, ``utkface``, ``nico``,
@@ -51,6 +53,7 @@ from synaug.data.groups import UTKFACE_AGE_BINS
 from synaug.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD
 from synaug.data.registry import GROUP_KINDS
 from synaug.errors import SynaugError
+from synaug.generate.exemplars import ExemplarSpec
 from synaug.guidance.feedback import DEFAULT_EVERY, DEFAULT_PATH, DEFAULT_SCALE, DEFAULT_START, DEFAULT_STOP
 from synaug.pipeline.checks import check_run_config, nearest
 from synaug.plan.prompts import PromptSources
@@ -322,6 +325,7 @@ class RunConfig:
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
     runs: RunsSection = field(default_factory=RunsSection)
     feedback: FeedbackSection = field(default_factory=FeedbackSection)
+    exemplars: ExemplarSpec = field(default_factory=ExemplarSpec)
     output: str = "synaug-run"
 
     def to_dict(self) -> dict[str, Any]:
@@ -383,7 +387,7 @@ def dump_run_config(config: RunConfig) -> str:
 _SECTIONS = {
     "data": DataSection, "plan": PlanSection, "generator": GeneratorSection, "train": TrainSection,
     "crt": CrtSection, "group_dro": GroupDroSection, "dfr": DfrSection, "evaluate": EvaluateSection,
-    "runs": RunsSection, "feedback": FeedbackSection,
+    "runs": RunsSection, "feedback": FeedbackSection, "exemplars": ExemplarSpec,
 }
 
 

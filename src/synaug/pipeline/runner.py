@@ -109,7 +109,7 @@ class Pipeline:
         classifier = feedback_classifier_stage(ctx, data) if needs_classifier else None
         if done <= STAGES.index("feedback"):
             return result([])
-        stores, extra = _generate_stages(ctx, plans, recipes)
+        stores, extra = _generate_stages(ctx, plans, recipes, data)
         guided_by = guided_stores(ctx, guided, plans.budgets, data, stores.get(self.config.plan.cells), classifier) if guided else {}
         if done <= STAGES.index("generate"):
             return result([])
@@ -145,13 +145,15 @@ def _plan_stages(ctx: RunContext, data: DataOutput, recipes: Sequence[Recipe]) -
     return _Plans(fill, extra, {budget: feedback_plan_stage(ctx, main, budget) for budget in budgets})
 
 
-def _generate_stages(ctx: RunContext, plans: _Plans, recipes: Sequence[Recipe]) -> tuple[dict[str, StoreOutput], StoreOutput | None]:
+def _generate_stages(
+    ctx: RunContext, plans: _Plans, recipes: Sequence[Recipe], data: DataOutput
+) -> tuple[dict[str, StoreOutput], StoreOutput | None]:
     """The unguided stores (one per cells kind) and the extra images' store."""
     unguided = dict.fromkeys(
         _cells(ctx, r) for r in recipes if r.uses_synthetic and (r.guidance is None or r.guidance.criterion is None)
     )
-    stores = {cells: generate_stage(ctx, "generate", plans.fill[cells]) for cells in unguided}
-    extra = generate_stage(ctx, "generate-extra", plans.extra) if plans.extra is not None else None
+    stores = {cells: generate_stage(ctx, "generate", plans.fill[cells], data) for cells in unguided}
+    extra = generate_stage(ctx, "generate-extra", plans.extra, data) if plans.extra is not None else None
     return stores, extra
 
 

@@ -4,7 +4,9 @@
 ``replace`` / ``substitute``. ``generate-feedback``: one feedback-guided store per (criterion,
 budget), all guided by the feedback classifier (see :mod:`synaug.pipeline.stages.feedback`).
 The key holds the plan's digest, what identifies the generator's weights, the sampler settings
-and (guided) the feedback settings with the classifier's weights digest. Stores are written
+and (guided) the feedback settings with the classifier's weights digest; with ``exemplars``, their
+settings and the digest of the real training images they are picked from (each image's exemplar
+is in the store's manifest). Stores are written
 in place and resume when a killed run is re-run; the generator is loaded only when images are
 missing. Guided stores never replace the unguided one, whose key holds no feedback setting.
 """
@@ -58,9 +60,11 @@ class StoreOutput:
 
 
 def generate_stage(
-    ctx: RunContext, stage: str, planned: PlanOutput, feedback: dict[str, Any] | None = None, make_hooks: Callable[[], list] | None = None
+    ctx: RunContext, stage: str, planned: PlanOutput, data: DataOutput, feedback: dict[str, Any] | None = None,
+    make_hooks: Callable[[], list] | None = None,
 ) -> StoreOutput:
-    """The store of ``planned``; guided by the hooks of ``make_hooks`` (described by ``feedback``) when given."""
+    """The store of ``planned``; guided by the hooks of ``make_hooks`` (described by ``feedback``) when given;
+    with the config's exemplars, each image made from a real image of ``data.train``."""
     section = ctx.config.generator
     plan = planned.plan
     sampler = sampler_settings(ctx)
@@ -73,9 +77,14 @@ def generate_stage(
     }
     if feedback is not None:
         inputs["feedback"] = feedback
+    exemplars = ctx.config.exemplars
+    if exemplars.source is not None:  # only when set, so text-only stores keep their keys
+        inputs["exemplars"] = {"source": exemplars.source, **exemplars.generator_settings(), "data": data.digest}
     code = code_digest(FEEDBACK_CODE if feedback is not None else CODE)
     digest = stage_digest(stage, inputs, code)
     label = f"{plan.total:,} images with {section.spec}" + (" (class x group cells)" if plan.group_names else "")
+    if exemplars.source is not None:
+        label += f", from {exemplars.source} exemplars"
     if feedback is not None:
         label += f", feedback {feedback['criterion']} (budget {budget_text(feedback['budget'])})"
     record = ctx.cache.record(stage, digest)
@@ -89,7 +98,8 @@ def generate_stage(
         started = time.perf_counter()
         facts: dict[str, Any] = {"store": None if plan.total == 0 else str(root), "planned": plan.total, "code": code}
         if plan.total:
-            facts.update(_generate(ctx, stage, plan, root, external is not None, label, make_hooks))
+            real = data.train if exemplars.source is not None else None
+            facts.update(_generate(ctx, stage, plan, root, external is not None, label, make_hooks, real))
         record = ctx.cache.finish(stage, digest, inputs, facts, time.perf_counter() - started)
         ctx.note(stage, label, record, cached=False)
     else:
@@ -126,7 +136,7 @@ def guided_stores(
         if guidance.criterion in NEEDS_CLASS_GAUSSIANS:
             feedback["gaussians_data"] = data.digest  # the real images its class Gaussians are fitted on
         hooks = functools.partial(_feedback_hooks, ctx, guidance.criterion, classifier, data, plan.class_names)
-        stores[guidance] = generate_stage(ctx, "generate-feedback", plans[guidance.budget], feedback, hooks)
+        stores[guidance] = generate_stage(ctx, "generate-feedback", plans[guidance.budget], data, feedback, hooks)
     return stores
 
 
@@ -147,7 +157,7 @@ def sampler_settings(ctx: RunContext) -> dict[str, Any]:
     return {
         "scheduler": section.scheduler, "steps": section.steps, "guidance_scale": section.guidance,
         "dtype": resolve_dtype(section.dtype, torch.device(device)),
-        "device": device, "batch_size": section.batch_size,
+        "device": device, "batch_size": section.batch_size, **ctx.config.exemplars.generator_settings(),
     }
 
 
@@ -173,7 +183,8 @@ def generator_fingerprint(spec: str) -> dict[str, Any]:
 
 
 def _generate(
-    ctx: RunContext, stage: str, plan: SynthesisPlan, root: Path, external: bool, label: str, make_hooks: Callable[[], list] | None
+    ctx: RunContext, stage: str, plan: SynthesisPlan, root: Path, external: bool, label: str, make_hooks: Callable[[], list] | None,
+    exemplars: LabeledImages | None,
 ) -> dict[str, Any]:
     """Generate the images of ``plan`` that the store at ``root`` lacks; returns the facts to record."""
     from synaug.generate.runner import generate_plan
@@ -183,7 +194,7 @@ def _generate(
     hooks = make_hooks() if make_hooks is not None else []
     ctx.say(stage, f"{label}: {generator.generator_id} ({_settings_text(generator.settings())}), into {root}")
     try:
-        summary = generate_plan(plan, generator, SyntheticStore(root), progress=ctx.progress, hooks=hooks)
+        summary = generate_plan(plan, generator, SyntheticStore(root), progress=ctx.progress, hooks=hooks, reference_images=exemplars)
     except StoreMismatch as exc:
         where = f"store {root}" + (f" (generator.store in {ctx.config_name})" if external else "")
         fix = ("remove generator.store to generate a matching store in the output folder, or use a new output folder (--out)"
