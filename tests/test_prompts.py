@@ -77,6 +77,22 @@ def test_descriptions_file_rotates_per_class_word_for_word_and_lands_in_the_mani
                                        "a rubber beach sandal", "a sandal with a cork sole, product photo: side view"}
 
 
+def test_the_over_sampler_takes_a_descriptions_file(tmp_path):
+    import numpy as np
+    import torch
+
+    from synaug import SyntheticOverSampler
+    from synaug.data.dataset import LabeledImages
+
+    labels = np.repeat(np.arange(3), COUNTS)
+    data = LabeledImages(labels=labels, class_names=NAMES, images=torch.zeros(len(labels), 1, 6, 6, dtype=torch.uint8), channels=1)
+    sampler = SyntheticOverSampler("embedded", descriptions=write(tmp_path / "d.txt", DESCRIPTIONS), store=tmp_path / "s")
+    plan = sampler.make_plan(data)
+    assert plan.prompt(1, None, 1) == "a canvas tote bag" and plan.total == 7
+    with pytest.raises(SynaugError, match="descriptions"):
+        SyntheticOverSampler("embedded", descriptions=3, store=tmp_path / "s").make_plan(data)
+
+
 def test_cell_descriptions_and_class_names_holding_a_colon(tmp_path):
     names = ["cat: tabby", "dog"]
     text = "cat: tabby | indoor: a tabby on a sofa\ncat: tabby | outdoor: a tabby in grass\ndog|indoor: a dog on a rug\ndog | outdoor: a dog in a park\n"

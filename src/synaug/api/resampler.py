@@ -102,6 +102,9 @@ class SyntheticOverSampler(BaseEstimator):
         ("fill-to", N) (every class to N) or ("budget", B) (B images split by shortfall).
     templates : prompt templates with {class} (and {context} for groups), or a template set
         name ("plain", "modifier"); None: the default templates.
+    descriptions : prompts written per class or cell instead of templates: a descriptions file
+        (``CLASS: prompt`` lines, see :mod:`synaug.plan.descriptions`) or a mapping
+        {class (or "CLASS | GROUP"): [prompt, ...]}.
     store : folder of the synthetic images (PNGs + manifest); a re-run resumes it.
     random_state : the seed every image's seed derives from.
     guidance : a :class:`Guidance` for feedback-guided synthesis; None: plain sampling.
@@ -125,6 +128,7 @@ class SyntheticOverSampler(BaseEstimator):
         "generator": (_is_generator, "a generator spec such as 'embedded', or a loaded synaug Generator"),
         "sampling_strategy": (_is_strategy, f"one of {', '.join(SAMPLING_WORDS + STRATEGIES)}, ('fill-to', N), ('budget', B) or a dict of final counts per class"),
         "templates": (_is_templates, f"None, a list of templates with {{class}}, or one of the template sets {', '.join(TEMPLATE_SETS)}"),
+        "descriptions": (lambda v: v is None or isinstance(v, (str, os.PathLike, Mapping)), "None, a descriptions file or a mapping of prompts per class"),
         "store": (lambda v: isinstance(v, (str, os.PathLike)) and bool(str(v).strip()), "a folder for the synthetic images, e.g. store='synthetic/'"),
         "random_state": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative int, the seed every image derives from"),
         "guidance": (lambda v: v is None or isinstance(v, Guidance), "None or a synaug.Guidance"),
@@ -141,6 +145,7 @@ class SyntheticOverSampler(BaseEstimator):
         *,
         sampling_strategy: str | Mapping | tuple = "auto",
         templates: Sequence[str] | str | None = None,
+        descriptions: str | os.PathLike | Mapping | None = None,
         store: str | os.PathLike | None = None,
         random_state: int = 0,
         guidance: Guidance | None = None,
@@ -153,6 +158,7 @@ class SyntheticOverSampler(BaseEstimator):
         self.generator = generator
         self.sampling_strategy = sampling_strategy
         self.templates = templates
+        self.descriptions = descriptions
         self.store = store
         self.random_state = random_state
         self.guidance = guidance
@@ -190,7 +196,7 @@ class SyntheticOverSampler(BaseEstimator):
         templates = None if self.templates is None or isinstance(self.templates, str) else list(self.templates)
         return plan_for_dataset(
             dataset, strategy, target=target, budget=budget, templates=templates,
-            template_set=self.templates if isinstance(self.templates, str) else None,
+            template_set=self.templates if isinstance(self.templates, str) else None, descriptions=self.descriptions,
             class_prompt_names=self.class_prompt_names, negative_prompt=self.negative_prompt, seed=self.random_state,
         )
 
