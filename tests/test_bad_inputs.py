@@ -69,6 +69,9 @@ def world(tmp_path_factory) -> dict[str, Path]:
         "nan_yaml": ("plan.yaml", "longtail: .nan\n"),
         "inf_guidance_yaml": ("generate.yaml", "guidance: .inf\n"),
         "nan_lr_yaml": ("train.yaml", "lr: .nan\nepochs: 1\n"),
+        "proc_run": ("run.yaml", "data: {kind: fashion-mnist}\ngenerator: {spec: 'python:fake_generator:make_generator'}\n"
+                                 "runs: {recipes: [ce], seeds: [0]}\noutput: /proc/synaug-run\n"),
+        "nan_run": ("run-nan.yaml", "data: {kind: fashion-mnist}\ntrain: {lr: .nan}\noutput: run\n"),
     }
     paths = {name: root / file for name, (file, _) in yaml_files.items()}
     for name, (_, text) in yaml_files.items():
@@ -127,6 +130,15 @@ CASES = [
      "every image in"),
     ("train-test-class-missing-from-train", ["train", *SPLIT_LIST, "--epochs", "1", "--out", "{out}"],
      "the test split has class '2', which the training data lacks"),
+    ("run-output-in-proc", ["run", "{proc_run}"], "cannot write to /proc/synaug-run"),
+    ("run-config-lr-nan", ["run", "{nan_run}"], "lr is nan"),
+    ("demo-out-in-proc", ["demo", "--out", "/proc/synaug-demo"], "cannot write to /proc/synaug-demo"),
+    ("generator-train-out-in-proc", ["generator", "train", "--out", "/proc/synaug-generator", "--steps", "1"],
+     "cannot write to /proc/synaug-generator"),
+    ("generator-train-lr-nan", ["generator", "train", "--out", "{out}", "--lr", "nan"], "need lr > 0"),
+    ("generator-train-minutes-nan", ["generator", "train", "--out", "{out}", "--max-minutes", "nan"], "max_minutes nan must be positive"),
+    ("data-describe-out-in-proc", ["data", "describe", "--out", "/proc/synaug.png"], "cannot write to /proc"),
+    ("data-longtail-out-in-proc", ["data", "longtail", "--imbalance-factor", "5", "--out", "/proc/synaug.json"], "cannot write to /proc"),
     ("evaluate-out-under-a-file", ["evaluate", "{checkpoint}", "--out", "{blocker}"], "a-file is a file, not a folder"),
     ("evaluate-missing-checkpoint", ["evaluate", "{missing}", "--out", "{out}"], "no-such-thing"),
     ("generate-no-plan", ["generate", "--out", "{out}"], "generate needs --plan"),

@@ -22,6 +22,7 @@ from synaug.data.describe import describe as describe_dataset
 from synaug.data.describe import plot_class_histogram
 from synaug.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD
 from synaug.data.registry import DATASET_KINDS, load_dataset, load_index, save_index
+from synaug.outputs import check_writable_folder
 
 app = typer.Typer(no_args_is_help=True, help="Inspect datasets and build long-tailed subsets.")
 
@@ -117,6 +118,8 @@ def describe(
         out=out,
     )
     options = build_options(DescribeOptions, given, config)
+    if options.out is not None:
+        check_writable_folder(Path(options.out).parent)
     if options.index is not None:
         overrides = {k: getattr(options, k) for k in _DATASET_FIELDS if k in given}
         source = {"kind": overrides.pop("dataset")} if "dataset" in overrides else {}
@@ -176,6 +179,7 @@ def longtail(
         few_threshold=few_threshold,
     )
     options = build_options(LongtailOptions, given, config)
+    check_writable_folder(Path(options.out).parent)
     data = load_dataset(**options.source())
     indices, settings = draw_longtail(
         data, options.imbalance_factor, kind=options.dataset, split=options.split, max_per_class=options.max_per_class,

@@ -212,12 +212,15 @@ def load_index(path: str | Path) -> SubsetIndex:
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder, so ``path`` is never half-written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(payload)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SynaugError(f"cannot write {path} ({exc.strerror or exc}); choose a writable location.") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

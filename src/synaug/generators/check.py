@@ -25,6 +25,7 @@ import torch
 from synaug.data.dataset import LabeledImages
 from synaug.errors import SynaugError
 from synaug.generate.backends.base import Generator
+from synaug.outputs import check_writable_folder
 from synaug.train.models import Normalizer
 from synaug.train.trainer import extract_features, infer
 
@@ -323,6 +324,8 @@ def train_oracles(world: CheckWorld, cache: str | Path, seed: int = 0, progress:
     """The class oracle (and a context oracle for group data), trained once and cached in ``cache``."""
     from synaug.train.checkpoint import load_checkpoint, save_checkpoint
     from synaug.train.trainer import TrainConfig, train_classifier
+
+    check_writable_folder(cache)
 
     def cached(name: str, data: LabeledImages, epochs: int) -> Oracle:
         folder = Path(cache) / name

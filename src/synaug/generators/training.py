@@ -34,6 +34,7 @@ from synaug.data.dataset import LabeledImages
 from synaug.devices import resolve_device
 from synaug.errors import SynaugError
 from synaug.generators.text import EMBEDDING_DIM, encode_caption_table
+from synaug.outputs import check_writable_folder
 
 GENERATOR_FILE = "synaug_generator.json"
 CAPTION_CACHE = "captions.safetensors"
@@ -134,7 +135,7 @@ def caption_table(config: GeneratorTrainConfig, data: LabeledImages, out: Path) 
 def train_generator(data: LabeledImages, config: GeneratorTrainConfig, out: str | Path, progress: bool = True) -> Path:
     """Train (or resume) a generator on ``data``; returns the exported model folder ``out/model``."""
     # 1. Check inputs and settle the output folder.
-    out = Path(out)
+    out = check_writable_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     if not data.in_memory:
         data = data.materialize()

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from synaug.outputs import check_writable_folder
 from synaug.pipeline.ablations import Recipe, expand_recipes
 from synaug.pipeline.config import RunConfig, dump_run_config
 from synaug.pipeline.context import STAGES, RunContext
@@ -128,6 +129,7 @@ class Pipeline:
 
 def run_pipeline(config: RunConfig, *, stage: str | None = None, **options: Any) -> PipelineResult:
     """Run ``config`` (see :class:`Pipeline` for the options) and return its results."""
+    check_writable_folder(config.output, "`output:` in the config (synaug demo: --out)")
     return Pipeline(config, **options).run(stage)
 
 
