@@ -24,7 +24,7 @@ import torch
 
 from synaug.data.dataset import LabeledImages
 from synaug.errors import SynaugError
-from synaug.generate.backends.base import Generator
+from synaug.generate.backends.base import GenerationOutput, Generator
 from synaug.outputs import check_writable_folder
 from synaug.train.models import Normalizer
 from synaug.train.trainer import extract_features, infer
@@ -84,31 +84,9 @@ def check_generator(
     Returns the report and the generated images (for the sample grid).
     """
     thresholds = thresholds or GateThresholds()
-    # 1. Which cells, which prompts.
+    # 1-2. Which cells, which prompts; generate.
     cells = _cells(real_test)
-    prompts, labels, groups = [], [], []
-    for class_id, group_id in cells:
-        fields = {"class": real_test.class_names[class_id]}
-        if group_id is not None:
-            fields["context"] = real_test.group_names[group_id]
-        text = (group_template if group_id is not None else template).format(**fields)
-        prompts += [text] * per_cell
-        labels += [class_id] * per_cell
-        groups += [group_id if group_id is not None else 0] * per_cell
-    seeds = [seed * 1_000_003 + i for i in range(len(prompts))]
-
-    # 2. Generate.
-    output = generator.generate(
-        prompts, seeds, class_ids=labels, output_size=real_test.size, output_channels=real_test.channels
-    )
-    generated = LabeledImages(
-        labels=np.array(labels),
-        class_names=list(real_test.class_names),
-        images=output.images,
-        groups=np.array(groups) if real_test.groups is not None else None,
-        group_names=real_test.group_names,
-        is_synthetic=np.ones(len(labels), dtype=bool),
-    )
+    output, generated = _generate_cells(generator, real_test, cells, per_cell, template, group_template, seed)
 
     # 3. Recognisability of generated and real images, per cell.
     gen_pred = infer(oracle.model, generated, oracle.normalizer).argmax(1).numpy()
@@ -147,18 +125,7 @@ def check_generator(
         rows.append(row)
 
     # 5. The verdict.
-    mean_generated = float(np.mean([r["generated_accuracy"] for r in rows]))
-    mean_real = float(np.nanmean([r["real_accuracy"] for r in rows]))
-    worst_gap = float(np.nanmax([r["gap"] for r in rows]))
-    ratio = None
-    if reference is not None:
-        ratio = float(np.median([r["generated_nn_distance"] for r in rows]) / np.median([r["held_out_nn_distance"] for r in rows]))
-    passed = (
-        mean_real - mean_generated <= thresholds.mean_gap
-        and worst_gap <= thresholds.cell_gap
-        and (ratio is None or ratio >= thresholds.min_memorisation_ratio)
-        and all(r.get("generated_context_accuracy", 100.0) >= r.get("real_context_accuracy", 100.0) - thresholds.cell_gap for r in rows)
-    )
+    mean_generated, mean_real, worst_gap, ratio, passed = _verdict(rows, thresholds, reference is not None)
     report = CheckReport(
         cells=rows, mean_generated=mean_generated, mean_real=mean_real, worst_gap=worst_gap,
         memorisation_ratio=ratio, passed=bool(passed), thresholds=thresholds,
@@ -166,6 +133,53 @@ def check_generator(
                   "template": group_template if real_test.groups is not None else template},
     )
     return report, generated
+
+
+def _generate_cells(
+    generator: Generator, real_test: LabeledImages, cells: list[tuple[int, int | None]], per_cell: int,
+    template: str, group_template: str, seed: int,
+) -> tuple[GenerationOutput, LabeledImages]:
+    """``per_cell`` images per cell from its prompt: the generator's output and the images as a synthetic set."""
+    prompts, labels, groups = [], [], []
+    for class_id, group_id in cells:
+        fields = {"class": real_test.class_names[class_id]}
+        if group_id is not None:
+            fields["context"] = real_test.group_names[group_id]
+        text = (group_template if group_id is not None else template).format(**fields)
+        prompts += [text] * per_cell
+        labels += [class_id] * per_cell
+        groups += [group_id if group_id is not None else 0] * per_cell
+    seeds = [seed * 1_000_003 + i for i in range(len(prompts))]
+
+    output = generator.generate(
+        prompts, seeds, class_ids=labels, output_size=real_test.size, output_channels=real_test.channels
+    )
+    generated = LabeledImages(
+        labels=np.array(labels),
+        class_names=list(real_test.class_names),
+        images=output.images,
+        groups=np.array(groups) if real_test.groups is not None else None,
+        group_names=real_test.group_names,
+        is_synthetic=np.ones(len(labels), dtype=bool),
+    )
+    return output, generated
+
+
+def _verdict(rows: list[dict], thresholds: GateThresholds, has_reference: bool) -> tuple[float, float, float, float | None, bool]:
+    """Mean generated and real accuracy, the worst cell gap, the memorisation ratio and whether the gates pass."""
+    mean_generated = float(np.mean([r["generated_accuracy"] for r in rows]))
+    mean_real = float(np.nanmean([r["real_accuracy"] for r in rows]))
+    worst_gap = float(np.nanmax([r["gap"] for r in rows]))
+    ratio = None
+    if has_reference:
+        ratio = float(np.median([r["generated_nn_distance"] for r in rows]) / np.median([r["held_out_nn_distance"] for r in rows]))
+    passed = (
+        mean_real - mean_generated <= thresholds.mean_gap
+        and worst_gap <= thresholds.cell_gap
+        and (ratio is None or ratio >= thresholds.min_memorisation_ratio)
+        and all(r.get("generated_context_accuracy", 100.0) >= r.get("real_context_accuracy", 100.0) - thresholds.cell_gap for r in rows)
+    )
+    return mean_generated, mean_real, worst_gap, ratio, passed
 
 
 def write_check(report: CheckReport, generated: LabeledImages, real: LabeledImages, out: str | Path) -> Path:
