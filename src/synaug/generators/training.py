@@ -149,7 +149,6 @@ def train_generator(data: LabeledImages, config: GeneratorTrainConfig, out: str 
 
     # 2. Conditioning: one cached embedding per (template, class[, context]).
     table = caption_table(config, data, out).to(device)
-    num_templates = table.shape[0]
 
     # 3. Data on the device, once.
     images = data.images.to(device)
@@ -177,19 +176,7 @@ def train_generator(data: LabeledImages, config: GeneratorTrainConfig, out: str 
     log_count = 0
     bar = _progress(progress, config.steps, step)
     while step < config.steps:
-        idx = torch.randint(0, len(images), (config.batch_size,), device=device, generator=generator)
-        x0 = images[idx].float().div_(127.5).sub_(1.0)
-        if config.flip:
-            flip = torch.rand(config.batch_size, device=device, generator=generator) < 0.5
-            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-        template = torch.randint(0, num_templates, (config.batch_size,), device=device, generator=generator)
-        cond = table[template, labels[idx]] if groups is None else table[template, labels[idx], groups[idx]]
-        keep = torch.rand(config.batch_size, device=device, generator=generator) >= config.caption_dropout
-        cond = cond * keep[:, None]
-        t = torch.randint(0, config.num_train_timesteps, (config.batch_size,), device=device, generator=generator)
-        noise = torch.randn(x0.shape, device=device, generator=generator)
-        abar = alphas_cumprod[t][:, None, None, None]
-        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        x_t, t, cond, noise = _noised_batch(images, labels, groups, table, alphas_cumprod, config, generator)
         with autocast:
             pred = forward(x_t, t, encoder_hidden_states=cond[:, None, :], class_labels=cond).sample
         loss = F.mse_loss(pred.float(), noise)
@@ -220,6 +207,31 @@ def train_generator(data: LabeledImages, config: GeneratorTrainConfig, out: str 
 
     # 6. Export the EMA weights in the embedded-generator folder format.
     return export_model(out, config, data, unet, ema, noise_schedule, step, time.time() - started, device)
+
+
+def _noised_batch(
+    images: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None, table: torch.Tensor,
+    alphas_cumprod: torch.Tensor, config: GeneratorTrainConfig, generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One random training batch, flipped, captioned (dropped with ``caption_dropout``) and noised at random timesteps.
+
+    Returns the noised images, their timesteps, the caption embeddings and the noise to predict.
+    """
+    device = images.device
+    idx = torch.randint(0, len(images), (config.batch_size,), device=device, generator=generator)
+    x0 = images[idx].float().div_(127.5).sub_(1.0)
+    if config.flip:
+        flip = torch.rand(config.batch_size, device=device, generator=generator) < 0.5
+        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+    template = torch.randint(0, table.shape[0], (config.batch_size,), device=device, generator=generator)
+    cond = table[template, labels[idx]] if groups is None else table[template, labels[idx], groups[idx]]
+    keep = torch.rand(config.batch_size, device=device, generator=generator) >= config.caption_dropout
+    cond = cond * keep[:, None]
+    t = torch.randint(0, config.num_train_timesteps, (config.batch_size,), device=device, generator=generator)
+    noise = torch.randn(x0.shape, device=device, generator=generator)
+    abar = alphas_cumprod[t][:, None, None, None]
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    return x_t, t, cond, noise
 
 
 def export_model(out, config, data, unet, ema, noise_schedule, step, seconds, device) -> Path:
