@@ -67,28 +67,7 @@ def dfr_retrain(
     and ``groups_without_images``.
     """
     # 1. Check inputs
-    if groups is None:
-        groups, group_names = group_cells(val)
-    groups = np.asarray(groups, dtype=np.int64)
-    names = [str(n) for n in group_names] if group_names is not None else [str(g) for g in range(int(groups.max()) + 1)]
-    if len(groups) != len(val):
-        raise SynaugError(f"{len(groups)} group labels for {len(val)} validation images; give one per image.")
-    c_grid = [float(c) for c in c_grid]
-    if not c_grid or min(c_grid) <= 0 or retrains < 1:
-        raise SynaugError("DFR needs at least one C > 0 in the grid and retrains >= 1.")
-    counts = np.bincount(groups, minlength=len(names))
-    single = np.flatnonzero(counts == 1)
-    if len(single):
-        raise SynaugError(
-            f"group '{names[single[0]]}' has one validation image; DFR splits each group in two halves, "
-            "so give it at least 2 (or none)."
-        )
-    missing_classes = sorted(set(range(val.num_classes)) - set(val.labels.tolist()))
-    if missing_classes:
-        raise SynaugError(f"the validation set has no image of class '{val.class_names[missing_classes[0]]}'; DFR needs every class.")
-    classifier = model.classifier
-    if not isinstance(classifier, nn.Linear) or classifier.out_features != val.num_classes:
-        raise SynaugError(f"model.classifier must be an nn.Linear with {val.num_classes} outputs to re-train it with DFR.")
+    groups, names, c_grid, counts = _checked_groups(model, val, groups, group_names, c_grid, retrains)
 
     # 2. Features, computed once; halves stratified by group
     features = extract_features(model, val, normalizer).double().numpy()
@@ -125,6 +104,36 @@ def dfr_retrain(
         "groups_without_images": [names[g] for g in np.flatnonzero(counts == 0)],
     }
     return retrained, report
+
+
+def _checked_groups(
+    model: nn.Module, val: LabeledImages, groups: np.ndarray | None, group_names: Sequence[str] | None,
+    c_grid: Sequence[float], retrains: int,
+) -> tuple[np.ndarray, list[str], list[float], np.ndarray]:
+    """Refuse inputs DFR cannot use; returns each image's group, the group names, the C grid and the images per group."""
+    if groups is None:
+        groups, group_names = group_cells(val)
+    groups = np.asarray(groups, dtype=np.int64)
+    names = [str(n) for n in group_names] if group_names is not None else [str(g) for g in range(int(groups.max()) + 1)]
+    if len(groups) != len(val):
+        raise SynaugError(f"{len(groups)} group labels for {len(val)} validation images; give one per image.")
+    c_grid = [float(c) for c in c_grid]
+    if not c_grid or min(c_grid) <= 0 or retrains < 1:
+        raise SynaugError("DFR needs at least one C > 0 in the grid and retrains >= 1.")
+    counts = np.bincount(groups, minlength=len(names))
+    single = np.flatnonzero(counts == 1)
+    if len(single):
+        raise SynaugError(
+            f"group '{names[single[0]]}' has one validation image; DFR splits each group in two halves, "
+            "so give it at least 2 (or none)."
+        )
+    missing_classes = sorted(set(range(val.num_classes)) - set(val.labels.tolist()))
+    if missing_classes:
+        raise SynaugError(f"the validation set has no image of class '{val.class_names[missing_classes[0]]}'; DFR needs every class.")
+    classifier = model.classifier
+    if not isinstance(classifier, nn.Linear) or classifier.out_features != val.num_classes:
+        raise SynaugError(f"model.classifier must be an nn.Linear with {val.num_classes} outputs to re-train it with DFR.")
+    return groups, names, c_grid, counts
 
 
 def _halves(groups: np.ndarray, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
