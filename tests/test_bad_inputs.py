@@ -59,6 +59,9 @@ def world(tmp_path_factory) -> dict[str, Path]:
             write_image(images / c / f"{i}.png", color=(80 * "abc".index(c), 40 * i, 90))
     (root / "train.txt").write_text("".join(f"{c}/{i}.png {label}\n" for label, c in enumerate("ab") for i in range(2)))
     (root / "test.txt").write_text("".join(f"{c}/{i}.png {label}\n" for label, c in enumerate("abc") for i in range(2)))
+    for split, classes in (("train", "ab"), ("test", "abc")):
+        for c in classes:
+            write_image(root / "tree" / split / c / "0.png")
     corrupt = root / "corrupt" / "train"
     for c in "ab":
         write_image(corrupt / c / "0.png")
@@ -71,6 +74,8 @@ def world(tmp_path_factory) -> dict[str, Path]:
         "nan_lr_yaml": ("train.yaml", "lr: .nan\nepochs: 1\n"),
         "proc_run": ("run.yaml", "data: {kind: fashion-mnist}\ngenerator: {spec: 'python:fake_generator:make_generator'}\n"
                                  "runs: {recipes: [ce], seeds: [0]}\noutput: /proc/synaug-run\n"),
+        "extra_class_run": ("run-extra.yaml", f"data: {{kind: imagefolder, root: '{root / 'tree'}', size: 8}}\n"
+                                              f"output: '{root / 'extra-class-run'}'\n"),
         "nan_run": ("run-nan.yaml", "data: {kind: fashion-mnist}\ntrain: {lr: .nan}\noutput: run\n"),
     }
     paths = {name: root / file for name, (file, _) in yaml_files.items()}
@@ -131,6 +136,8 @@ CASES = [
     ("train-test-class-missing-from-train", ["train", *SPLIT_LIST, "--epochs", "1", "--out", "{out}"],
      "the test split has class '2', which the training data lacks"),
     ("run-output-in-proc", ["run", "{proc_run}"], "cannot write to /proc/synaug-run"),
+    ("run-test-class-missing-from-train", ["run", "{extra_class_run}", "--no-progress"],
+     "the test set has class 'c', which the training set lacks"),
     ("run-config-lr-nan", ["run", "{nan_run}"], "lr is nan"),
     ("demo-out-in-proc", ["demo", "--out", "/proc/synaug-demo"], "cannot write to /proc/synaug-demo"),
     ("generator-train-out-in-proc", ["generator", "train", "--out", "/proc/synaug-generator", "--steps", "1"],

@@ -73,11 +73,11 @@ def data_stage(ctx: RunContext) -> DataOutput:
         counts = np.bincount(full.labels[indices], minlength=full.num_classes)
         facts.update(images=int(len(indices)), class_counts=counts.tolist(), settings=settings)
 
-    output = ctx.stage("data", "real training and test sets", inputs, build, CODE)
-    train = load_index(output.folder / INDEX_FILE).apply(ctx.load(source))
     test = ctx.load(test_source)
     val = ctx.load(val_source) if val_source is not None else None
-    _check_splits(ctx, train, test, val)
+    _check_splits(ctx, ctx.load(source), test, val)  # before the stage runs
+    output = ctx.stage("data", "real training and test sets", inputs, build, CODE)
+    train = load_index(output.folder / INDEX_FILE).apply(ctx.load(source))
     settings = output.record.get("settings", {})
     oracle = None
     if index is not None or section.longtail is not None:
@@ -110,8 +110,10 @@ def _check_splits(ctx: RunContext, train: LabeledImages, test: LabeledImages, va
     """The test and validation sets must have the training set's classes (and groups)."""
     for name, split in (("test", test), ("validation", val)):
         if split is not None and list(split.class_names) != list(train.class_names):
+            missing = [c for c in split.class_names if c not in train.class_names]
+            problem = f"has class '{missing[0]}', which the training set lacks" if missing else "classes differ from the training set's"
             raise SynaugError(
-                f"the {name} set's classes differ from the training set's; check data.test_split / data.val_split and their files in {ctx.config_name}."
+                f"the {name} set {problem}; check data.test_split / data.val_split and their files in {ctx.config_name}."
             )
         if split is not None and ctx.config.data.grouped and list(split.group_names or []) != list(train.group_names or []):
             raise SynaugError(
