@@ -2,7 +2,9 @@
 
 The workers run the deterministic fake generator (tests/ is put on their PYTHONPATH; every
 batch sleeps $FAKE_GENERATOR_DELAY seconds), so a cluster run must give the same files,
-byte for byte, as a single-process run.
+byte for byte, as a single-process run. Faults (a raising batch, a killed or stalled worker)
+are injected by item and try through ray_faults.py, and Ray's reports of a silent worker
+through the driver's calls, so every outcome is asserted whatever the scheduling.
 """
 
 from __future__ import annotations
@@ -18,30 +20,83 @@ from pathlib import Path
 import pytest
 import ray
 
+import ray_faults
 from fake_generator import FakeGenerator
 from synaug.cli import main
+from synaug.errors import SynaugError
+from synaug.generate import distributed
 from synaug.generate.distributed import generate_plan_on_ray
+from synaug.generate.retry import RetryPolicy
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import SyntheticStore
 from synaug.plan import make_plan
 
 FAKE = "python:fake_generator:make_generator"
+FAULTY = "python:ray_faults:make_generator"
 TESTS = Path(__file__).parent
 CLUSTER_DELAY = "0.1"  # seconds per batch, for workers without their own runtime_env
 RAY_OPTIONS = {"num_workers": 2, "cpus_per_worker": 0.5, "sampler": {"batch_size": 3}, "shards_per_worker": 4, "progress": False}
+NUM_SHARDS = 8  # 2 workers x 4 shards each
 
 
 @pytest.fixture(scope="module")
-def cluster() -> str:
+def fault_file(tmp_path_factory) -> Path:
+    """The file the workers' FaultyGenerator reads its fault from (see ray_faults.py)."""
+    return tmp_path_factory.mktemp("faults") / "faults.json"
+
+
+@pytest.fixture(scope="module")
+def cluster(fault_file) -> str:
     """A local 2-CPU Ray cluster for this module; yields its address."""
     with pytest.MonkeyPatch.context() as patch:  # the workers inherit the environment of the cluster
         patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
         patch.setenv("FAKE_GENERATOR_DELAY", CLUSTER_DELAY)
+        patch.setenv("RAY_FAULTS", str(fault_file))
         ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def faults(fault_file, tmp_path):
+    """Set this test's fault: ``faults(seed=..., kind=..., times=...)``; returns the folder of its log. Cleared after the test."""
+    def set_fault(**config) -> Path:
+        ray_faults.write_faults(fault_file, tmp_path / "faults", **config)
+        return tmp_path / "faults"
+
+    yield set_fault
+    fault_file.unlink(missing_ok=True)
+
+
+def shard_seed(plan, shard: int, position: int = 0) -> int:
+    """The seed of the ``position``-th item of ``shard`` (the plan's items are dealt to shards in turn)."""
+    items = [item for number, item in enumerate(plan.rows()) if number % NUM_SHARDS == shard]
+    return plan.seed_for(items[position], 0)
+
+
+def shard_size(plan, shard: int) -> int:
+    return sum(1 for number in range(plan.total) if number % NUM_SHARDS == shard)
+
+
+def tries_of(summary, shard: int) -> list[tuple[int, str]]:
+    return [(attempt.worker, attempt.outcome) for attempt in summary.attempts if attempt.shard == shard]
+
+
+def wait_until_gone(pids: set[int], timeout: float = 120.0) -> None:
+    """Wait until none of ``pids`` runs (zombies count as gone)."""
+    deadline = time.monotonic() + timeout
+    while any(_running(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"processes {pids} still run"
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 @pytest.fixture
@@ -87,74 +142,108 @@ def test_two_workers_match_a_single_process_run_and_a_rerun_changes_nothing(clus
     assert snapshot(out) == before
 
 
-def test_a_killed_worker_is_restarted_and_the_plan_finishes_without_duplicates(cluster, planned, tmp_path):
+@pytest.mark.parametrize(("shard", "position"), [(0, 0), (1, 4)])  # the first item of the first shard; an item of a shard's second batch
+def test_a_worker_killed_at_an_item_is_restarted_and_the_plan_finishes_without_duplicates(cluster, planned, faults, tmp_path, shard, position):
     plan, reference = planned
     out = tmp_path / "store"
-    killed: list[int] = []
-
-    def kill_one_worker(progress) -> None:
-        if not killed and progress.done >= 15 and progress.workers:
-            killed.append(progress.workers[0].pid)
-            os.kill(killed[0], signal.SIGKILL)
-
-    summary = generate_plan_on_ray(
-        plan, FAKE, out, **RAY_OPTIONS, runtime_env={"env_vars": {"FAKE_GENERATOR_DELAY": "0.3"}},
-        on_progress=kill_one_worker, poll_seconds=0.1,
-    )
-    assert killed, "the run ended before a worker could be killed"
-    assert summary.workers_lost == 1 and "worker lost" in summary.errors[0]
+    folder = faults(seed=shard_seed(plan, shard, position), kind="kill", times=1)
+    summary = generate_plan_on_ray(plan, FAULTY, out, **RAY_OPTIONS)
+    assert (tmp_path / "faults" / "try-0").exists(), "the fault never fired"
+    assert summary.workers_lost == 1 and any("lost" in error for error in summary.errors)
+    outcomes = [outcome for _, outcome in tries_of(summary, shard)]  # Ray reports a restarting worker as dead or as unavailable
+    assert outcomes in (["lost", "done"], ["unanswered", "done"])
     assert summary.generated == 85 and summary.already_done == 0
+    assert ray_faults.overlapping_runs(folder, shard_seed(plan, shard, position)) == []
     check_matches_reference(out, reference)
 
 
-class FailsOnceGenerator(FakeGenerator):
-    """The fake generator, but its first batch in each process raises (as a transient CUDA error would)."""
-
-    failed_in_this_process = False
-
-    def _generate_batch(self, prompts, seeds, **options):
-        if not FailsOnceGenerator.failed_in_this_process:
-            FailsOnceGenerator.failed_in_this_process = True
-            raise RuntimeError("simulated device error")
-        return super()._generate_batch(prompts, seeds, **options)
-
-
-def make_fails_once_generator(**options) -> FailsOnceGenerator:
-    """Factory for ``python:test_ray_generation:make_fails_once_generator``."""
-    return FailsOnceGenerator(batch_size=options.get("batch_size", 8))
-
-
-def test_a_shard_that_raises_is_retried_and_its_error_collected(cluster, planned, tmp_path):
+def test_a_shard_failing_twice_moves_to_the_other_worker_and_finishes(cluster, planned, faults, tmp_path):
     plan, reference = planned
     out = tmp_path / "store"
-    summary = generate_plan_on_ray(plan, "python:test_ray_generation:make_fails_once_generator", out, **RAY_OPTIONS)
+    faults(seed=shard_seed(plan, 3), kind="raise", times=2)
+    summary = generate_plan_on_ray(plan, FAULTY, out, **RAY_OPTIONS)
+    tries = tries_of(summary, 3)
+    assert [outcome for _, outcome in tries] == ["failed", "failed", "done"]
+    assert tries[0][0] != tries[1][0]  # the second try ran on the other worker
+    assert summary.errors == [f"shard 3 on worker {w}: RuntimeError: simulated device error" for w, _ in tries[:2]]
+    assert summary.retry_report() == [
+        f"shard 3: failed on worker {tries[0][0]} (RuntimeError: simulated device error), "
+        f"failed on worker {tries[1][0]} (RuntimeError: simulated device error), done on worker {tries[2][0]}"
+    ]
     assert summary.generated == 85
-    assert summary.errors and all(error.endswith("RuntimeError: simulated device error") for error in summary.errors)
     check_matches_reference(out, reference)
+
+
+def test_a_shard_that_keeps_failing_is_given_up_after_its_budget(cluster, planned, faults, tmp_path):
+    plan, _ = planned
+    out = tmp_path / "store"
+    faults(seed=shard_seed(plan, 5), kind="raise", times=100)
+    with pytest.raises(SynaugError) as error:
+        generate_plan_on_ray(plan, FAULTY, out, **RAY_OPTIONS, retry=RetryPolicy(attempts=3, attempts_per_worker=2))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{shard_size(plan, 5)} of 85 images are missing")
+    assert message.count("failed on worker") == 3 and "re-run the same command" in message
+    assert len(list((tmp_path / "faults").glob("try-*"))) == 3  # three tries in all, as the budget says
+
+
+def test_a_silent_worker_keeps_its_shard_until_it_answers_so_no_shard_runs_twice_at_once(cluster, planned, faults, tmp_path, monkeypatch):
+    """The race of issue 15: a worker stalls in its shard, Ray reports it unavailable, then it resumes.
+
+    The worker stalls in shard 0's first batch until another process starts that batch or every
+    other shard is recorded. A driver that hands the shard to another worker at once (as one that
+    takes "unavailable" for "dead" does) makes both run it at the same time.
+    """
+    plan, reference = planned
+    out = tmp_path / "store"
+    seed = shard_seed(plan, 0)
+    folder = faults(seed=seed, kind="stall", times=1, store=str(out), release_rows=plan.total - shard_size(plan, 0))
+    cut_off: list = []
+    real_wait, real_result = distributed._Run._wait, distributed._Run._result
+
+    def wait(self):
+        ready = real_wait(self)
+        stalled = (folder / "try-0").exists()
+        if stalled and not cut_off:  # report the stalled shard's call as unanswered, while the worker still runs it
+            cut_off.extend(ref for ref, (call, _, shard) in self.waiting.items() if call == "shard" and shard == 0)
+            ready = cut_off + [ref for ref in ready if ref not in cut_off]
+        return ready
+
+    def result(self, ref):
+        if ref in cut_off:
+            raise ray.exceptions.ActorUnavailableError("the test cut it off", None)
+        return real_result(self, ref)
+
+    monkeypatch.setattr(distributed._Run, "_wait", wait)
+    monkeypatch.setattr(distributed._Run, "_result", result)
+    summary = generate_plan_on_ray(plan, FAULTY, out, **RAY_OPTIONS)
+    assert cut_off, "the worker never stalled"
+    assert ray_faults.overlapping_runs(folder, seed) == []  # never in two workers at once
+    assert [outcome for _, outcome in tries_of(summary, 0)] == ["unanswered", "done"]
+    assert summary.generated == 85 and summary.workers_lost == 0
+    check_matches_reference(out, reference)  # 0 lost, 0 duplicate, every manifest path present, same bytes
 
 
 @pytest.mark.slow  # a second interpreter joins the cluster: ~20-40 s on 2 busy cores
-def test_a_killed_driver_is_finished_by_a_rerun(cluster, planned, tmp_path):
+@pytest.mark.parametrize(("shard", "position"), [(2, 0), (6, 3)])
+def test_a_driver_killed_at_an_item_is_finished_by_a_rerun(cluster, planned, faults, tmp_path, shard, position):
     plan, reference = planned
     plan_file = plan.save(tmp_path / "plan.json")
     out = tmp_path / "store"
-    command = [sys.executable, "-m", "synaug", "generate", "--plan", str(plan_file), "--out", str(out), "--generator", FAKE,
+    folder = faults(seed=shard_seed(plan, shard, position), kind="stall", times=1, store=str(out), release_rows=plan.total + 1)
+    command = [sys.executable, "-m", "synaug", "generate", "--plan", str(plan_file), "--out", str(out), "--generator", FAULTY,
                "--batch-size", "3", "--ray-address", cluster, "--workers", "2", "--cpus-per-worker", "0.5", "--no-progress"]
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not out.is_dir() or len(pngs(out)) < 20:
+    while not (folder / "try-0").exists():  # a worker has reached the item, and stalls there
         assert driver.poll() is None, f"the driver ended before it could be killed: {driver.stderr.read()}"
-        assert time.monotonic() < deadline, "the driver made no progress"
-        time.sleep(0.01)
+        assert time.monotonic() < deadline, "the driver never reached the item"
+        time.sleep(0.05)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     driver.stderr.close()
-    count = -1
-    while count != len(pngs(out)):  # Ray stops the dead driver's workers; wait until no file appears
-        count = len(pngs(out))
-        time.sleep(2)
-    assert count < plan.total
-    assert main(["generate", "--plan", str(plan_file), "--out", str(out), "--generator", FAKE, "--batch-size", "3",
+    wait_until_gone({pid for pid, _ in ray_faults.batches(folder)})  # Ray ends the dead driver's workers
+    assert len(SyntheticStore(out).manifest()) < plan.total
+    assert main(["generate", "--plan", str(plan_file), "--out", str(out), "--generator", FAULTY, "--batch-size", "3",
                  "--ray", "--workers", "2", "--cpus-per-worker", "0.5", "--no-progress"]) == 0
     check_matches_reference(out, reference)
 

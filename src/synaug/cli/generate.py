@@ -26,6 +26,7 @@ from synaug.data.registry import DATASET_KINDS, load_dataset, load_index
 from synaug.errors import SynaugError
 from synaug.generate.exemplars import ExemplarSpec, check_exemplar_source
 from synaug.generate.loading import check_vocabulary, load_generator
+from synaug.generate.retry import RetryPolicy
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import SyntheticStore
 from synaug.guidance.feedback import DEFAULT_EVERY, DEFAULT_PATH, DEFAULT_SCALE
@@ -86,6 +87,8 @@ class GenerateOptions:
     ray_address: Optional[str] = None
     workers: Optional[int] = None
     cpus_per_worker: float = 1.0
+    shard_attempts: int = RetryPolicy.attempts
+    shard_attempts_per_worker: int = RetryPolicy.attempts_per_worker
     progress: bool = True
     feedback: Optional[str] = None
     feedback_classifier: Optional[str] = None
@@ -221,6 +224,8 @@ def generate(
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Generate on the Ray cluster at this address (HEAD:6379, auto); implies --ray.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="With --ray: number of workers (default: one per GPU, else per --cpus-per-worker CPUs).")] = None,
     cpus_per_worker: Annotated[Optional[float], typer.Option("--cpus-per-worker", help="With --ray: CPUs each worker reserves, may be fractional (default: 1).")] = None,
+    shard_attempts: Annotated[Optional[int], typer.Option("--shard-attempts", help=f"With --ray: tries of a shard in all (default: {RetryPolicy.attempts}).")] = None,
+    shard_attempts_per_worker: Annotated[Optional[int], typer.Option("--shard-attempts-per-worker", help=f"With --ray: tries of a shard on one worker; a failed shard moves to the worker that tried it least (default: {RetryPolicy.attempts_per_worker}).")] = None,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Show a progress bar (default: on).")] = None,
     feedback: Annotated[Optional[str], typer.Option("--feedback", help="Feedback guidance criterion: entropy | loss | hardness | a registered one.")] = None,
     feedback_classifier: Annotated[Optional[str], typer.Option("--feedback-classifier", help="Checkpoint folder of the feedback classifier (`synaug train --out`/checkpoint).")] = None,
@@ -240,7 +245,8 @@ def generate(
     given = given_options(
         config, plan=plan, out=out, generator=generator, scheduler=scheduler, steps=steps, guidance=guidance, dtype=dtype,
         device=device, batch_size=batch_size, seed=seed, overwrite=overwrite, allow_unknown_classes=allow_unknown_classes, shard_index=shard_index, num_shards=num_shards,
-        ray=ray, ray_address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker, progress=progress,
+        ray=ray, ray_address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker, shard_attempts=shard_attempts,
+        shard_attempts_per_worker=shard_attempts_per_worker, progress=progress,
         feedback=feedback, feedback_classifier=feedback_classifier, feedback_scale=feedback_scale, feedback_every=feedback_every,
         feedback_window=feedback_window, feedback_path=feedback_path, feedback_data=feedback_data, reference=reference, real_data=real_data,
         strength=strength, ip_adapter=ip_adapter, ip_adapter_scale=ip_adapter_scale, noise_level=noise_level,
@@ -264,8 +270,9 @@ def generate(
             raise SynaugError("--feedback and --reference run in one process; drop --ray, or split the plan with --shard-index/--num-shards.")
         _generate_on_ray(synthesis, options, sampler)
         return
-    if options.workers is not None:
-        raise SynaugError("--workers sets the number of Ray workers; add --ray (or --ray-address), or drop --workers.")
+    ray_only = [key for key in ("workers", "shard_attempts", "shard_attempts_per_worker") if key in given]
+    if ray_only:
+        raise SynaugError(f"--{ray_only[0].replace('_', '-')} is a setting of Ray workers; add --ray (or --ray-address), or drop it.")
     _generate_here(synthesis, options, sampler, hooks, references)
 
 
@@ -300,6 +307,7 @@ def _generate_on_ray(synthesis: SynthesisPlan, options: GenerateOptions, sampler
     summary = generate_plan_on_ray(
         synthesis, options.generator, options.out, address=options.ray_address, num_workers=options.workers,
         cpus_per_worker=options.cpus_per_worker, sampler=sampler, progress=options.progress, overwrite=options.overwrite,
+        retry=RetryPolicy(options.shard_attempts, options.shard_attempts_per_worker),
     )
     lost = f", {summary.workers_lost} lost and restarted" if summary.workers_lost else ""
     Console(highlight=False).print(
@@ -310,6 +318,8 @@ def _generate_on_ray(synthesis: SynthesisPlan, options: GenerateOptions, sampler
         markup=False,
         soft_wrap=True,
     )
+    for line in summary.retry_report():
+        Console(highlight=False).print(f"retried {line}", markup=False, soft_wrap=True)
     for error in summary.errors:
         Console(highlight=False, stderr=True).print(f"recovered from: {error}", markup=False, soft_wrap=True)
 

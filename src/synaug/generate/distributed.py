@@ -17,6 +17,14 @@ handled in one place (the driver sees the actor die and re-queues its shard). Ra
 a second scheduler whose retries, actor pool and backpressure we would have to configure (with
 default 1-CPU actors it does not even start on a 2-core machine) without doing more.
 
+Failures. A shard whose task raises is tried again on the worker that has tried it least, within
+the budget of a :class:`~synaug.generate.retry.RetryPolicy`. A worker known dead (Ray reports
+``ActorDiedError``: its process is gone) gives its shard back at once. A worker that does not
+answer but may be alive (any other ``RayActorError``, such as ``ActorUnavailableError``: "the task
+may or may not have been executed") keeps its shard: the driver asks it again, and only once it
+answers (its calls run in order, so the shard's task has ended) or is known dead does the shard go
+back into the queue. So no shard is run by two workers at once.
+
 Progress is read from the store (rows written, finished or failed), which stays true across
 worker restarts and re-runs. The store folder must be visible to every node at the same path
 (a shared file system), as must a generator given as a local folder.
@@ -24,7 +32,6 @@ worker restarts and re-runs. The store folder must be visible to every node at t
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections import deque
@@ -36,11 +43,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from synaug.errors import SynaugError
+from synaug.generate.ray_cluster import connect, worker_resources
+from synaug.generate.retry import DONE, FAILED, LOST, UNANSWERED, RetryPolicy, ShardAttempt, ShardLedger, describe_retries
 from synaug.generate.runner import GenerationSummary, generate_plan
 from synaug.generate.store import STATUS_FAILED, SyntheticStore
 from synaug.plan.planner import SynthesisPlan
 
-SHARD_ATTEMPTS = 2  # a shard whose task raises (not a lost worker) is tried this often
 RESTART_POLL_SECONDS = 1.0  # how often a lost worker is asked whether Ray has restarted it
 
 
@@ -66,7 +74,8 @@ class RayProgress:
 @dataclass
 class RayGenerationSummary:
     """What a cluster run did. Counts of new rows come from the store, so they include work done
-    by workers that were lost later; ``retried`` counts the retries reported by finished shards."""
+    by workers that were lost later; ``retried`` counts the images retried by finished shards;
+    ``attempts`` holds every try of each shard tried more than once (see :meth:`retry_report`)."""
 
     planned: int
     already_done: int
@@ -79,6 +88,11 @@ class RayGenerationSummary:
     workers: list[WorkerInfo]  # those ready at the end
     workers_lost: int = 0
     errors: list[str] = field(default_factory=list)  # lost workers and failed shard tasks, in order
+    attempts: list[ShardAttempt] = field(default_factory=list)
+
+    def retry_report(self) -> list[str]:
+        """One line per retried shard: each try's worker and outcome."""
+        return describe_retries(self.attempts)
 
     @property
     def images_per_second(self) -> float:
@@ -141,6 +155,7 @@ def generate_plan_on_ray(
     on_progress: Callable[[RayProgress], None] | None = None,
     poll_seconds: float = 1.0,
     overwrite: bool = False,
+    retry: RetryPolicy = RetryPolicy(),
 ) -> RayGenerationSummary:
     """Generate every image of ``plan`` that the store at ``store_root`` lacks, on a Ray cluster.
 
@@ -162,10 +177,12 @@ def generate_plan_on_ray(
     on_progress : called with a :class:`RayProgress` every ``poll_seconds`` or more (the interval
         grows with the time a poll of the store takes).
     overwrite : clear a store made by another plan or generator, once a worker has loaded the generator.
+    retry : how often a shard is tried, in all and on one worker.
     """
     # 1. Check inputs
     if shards_per_worker < 1 or max_restarts < 0 or cpus_per_worker <= 0 or poll_seconds <= 0:
         raise SynaugError("need shards_per_worker >= 1, max_restarts >= 0, cpus_per_worker > 0 and poll_seconds > 0.")
+    retry.check()
     store_root = Path(store_root).resolve()
     spec = str(Path(generator_spec).resolve()) if Path(generator_spec).exists() else generator_spec
     sampler = {key: value for key, value in (sampler or {}).items() if value is not None}
@@ -173,18 +190,19 @@ def generate_plan_on_ray(
     # 2. Join (or start) the cluster and start the workers
     import ray
 
-    started_here = _connect(address)
+    started_here = connect(address)
     try:
-        count, cpus, gpus = _worker_resources(ray.cluster_resources(), num_workers, cpus_per_worker, gpus_per_worker)
+        count, cpus, gpus = worker_resources(ray.cluster_resources(), num_workers, cpus_per_worker, gpus_per_worker)
         actor = ray.remote(GenerationWorker).options(
             num_cpus=cpus, num_gpus=gpus, max_restarts=max_restarts, runtime_env=dict(runtime_env) if runtime_env else None
         )
         workers = [actor.remote(spec, sampler, str(store_root)) for _ in range(count)]
         try:
             store = SyntheticStore(store_root)
-            run = _Run(plan, store, workers, count * shards_per_worker, progress, on_progress, poll_seconds, overwrite)
+            run = _Run(plan, store, workers, count * shards_per_worker, progress, on_progress, poll_seconds, overwrite, retry)
             return run.execute()
         finally:
+            store.close()
             for worker in workers:
                 ray.kill(worker)
     finally:
@@ -192,52 +210,15 @@ def generate_plan_on_ray(
             ray.shutdown()
 
 
-def _connect(address: str | None) -> bool:
-    """Join the cluster at ``address`` ($RAY_ADDRESS when None), or start a local one; True when we started Ray here."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    options = {"log_to_driver": True, "logging_level": logging.WARNING}
-    try:
-        if address:
-            ray.init(address=address, **options)
-        else:
-            ray.init(include_dashboard=False, **options)
-    except ConnectionError as exc:
-        raise SynaugError(
-            f"cannot join the Ray cluster at {address} ({exc}); check the address, and for a cluster with token "
-            "authentication set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (`ray get-auth-token` on the head node)."
-        ) from None
-    return True
-
-
-def _worker_resources(
-    cluster: Mapping[str, float], num_workers: int | None, cpus_per_worker: float, gpus_per_worker: float | None
-) -> tuple[int, float, float]:
-    """(workers, CPUs each, GPUs each), checked against what the cluster has now."""
-    cluster_gpus, cluster_cpus = float(cluster.get("GPU", 0)), float(cluster.get("CPU", 0))
-    gpus = (1.0 if cluster_gpus >= 1 else 0.0) if gpus_per_worker is None else float(gpus_per_worker)
-    capacity = int(cluster_cpus / cpus_per_worker + 1e-9)
-    if gpus > 0:
-        capacity = min(capacity, int(cluster_gpus / gpus + 1e-9))
-    count = capacity if num_workers is None else int(num_workers)
-    if count < 1 or count > capacity:
-        have = f"{cluster_cpus:g} CPUs" + (f" and {cluster_gpus:g} GPUs" if gpus > 0 else "")
-        each = f"{cpus_per_worker:g} CPUs" + (f" and {gpus:g} GPUs" if gpus > 0 else "")
-        raise SynaugError(
-            f"the Ray cluster has {have}, room for {capacity} workers of {each} each, not {count}; "
-            f"ask for at most {capacity} workers or fewer CPUs per worker."
-        )
-    return count, cpus_per_worker, gpus
-
-
 class _Run:
-    """The driver's loop: hands shards to idle workers, re-queues the shards of lost workers, polls progress."""
+    """The driver's loop: hands shards to idle workers, takes them back from failed or lost ones, polls progress.
+
+    Workers are known by their position in ``workers``.
+    """
 
     def __init__(
-        self, plan, store: SyntheticStore, workers: list, num_shards: int, progress: bool, on_progress, poll_seconds: float, overwrite: bool
+        self, plan, store: SyntheticStore, workers: list, num_shards: int, progress: bool, on_progress, poll_seconds: float,
+        overwrite: bool, retry: RetryPolicy,
     ):
         import ray
 
@@ -250,34 +231,30 @@ class _Run:
         self.on_progress = on_progress
         self.poll_seconds = poll_seconds
         self.overwrite = overwrite
-        self.waiting: dict[Any, tuple[str, Any, int | None]] = {}  # object ref -> (call, worker, shard)
-        self.ready: dict[Any, WorkerInfo] = {}  # worker -> where it runs
-        self.idle: list = []
+        self.ledger = ShardLedger(retry)
+        self.waiting: dict[Any, tuple[str, int, int | None]] = {}  # object ref -> (call, worker, shard)
+        self.ready: dict[int, WorkerInfo] = {}  # worker -> where it runs
+        self.idle: list[int] = []
         self.queue: deque[int] = deque()
-        self.attempts: dict[int, int] = {}
+        self.holding: dict[int, int] = {}  # worker that stopped answering -> the shard it keeps until it answers or dies
+        self.silent: dict[int, WorkerInfo] = {}  # worker that stopped answering -> where it ran before
+        self.dropped: set[int] = set()  # workers dead for good
         self.summaries: list[GenerationSummary] = []
         self.errors: list[str] = []
-        self.ask_again: dict[Any, float] = {}  # lost worker -> when to ask whether it is back
+        self.ask_again: dict[int, float] = {}  # lost or silent worker -> when to ask whether it is back
         self.lost = 0
         self.opened_at: float | None = None  # when the store was opened; None before
         self.before = (0, 0)  # (rows, failed rows) in the store when it was opened
 
     def execute(self) -> RayGenerationSummary:
-        import ray
-
         started = time.perf_counter()
-        for worker in self.workers:
-            self.waiting[worker.describe.remote()] = ("describe", worker, None)
+        for worker in range(len(self.workers)):
+            self._call("describe", worker)
         with _progress_bar(self.progress) as bar:
             task = bar.add_task("loading the generator", total=self.plan.total, rate="")
             next_poll = 0.0
-            while (self.waiting or self.ask_again) and (self.opened_at is None or self.queue or self._shards_running()):
-                if self.waiting:
-                    refs, _ = ray.wait(list(self.waiting), num_returns=1, timeout=self.poll_seconds)
-                else:  # only lost workers, to be asked again later
-                    refs = []
-                    time.sleep(RESTART_POLL_SECONDS)
-                for ref in refs:
+            while (self.waiting or self.ask_again) and (self.opened_at is None or self._shards_left()):
+                for ref in self._wait():
                     self._collect(ref)
                 self._ask_lost_workers()
                 self._dispatch()
@@ -287,14 +264,20 @@ class _Run:
                     next_poll = time.perf_counter() + max(self.poll_seconds, 10 * (time.perf_counter() - poll_start))
             if self.opened_at is None:
                 raise SynaugError(f"no Ray worker could start ({self.errors[-1]}); check the generator and the cluster's resources.")
-            if self.queue or self._shards_running():
+            if self._shards_left():
                 raise SynaugError(
                     f"all {len(self.workers)} Ray workers were lost ({self.errors[-1]}); "
                     "finished images are kept: re-run the same command to resume."
                 )
             self.store.compact()
             done, failed = self._poll(bar, task)
-        summary = RayGenerationSummary(
+        if done < self.plan.total:
+            given_up = describe_retries([a for a in self.ledger.retried() if a.outcome != DONE])
+            raise SynaugError(
+                f"{self.plan.total - done} of {self.plan.total} images are missing after shard errors ({'; '.join(given_up[:2])}); "
+                "finished images are kept: fix the cause and re-run the same command to resume."
+            )
+        return RayGenerationSummary(
             planned=self.plan.total,
             already_done=self.before[0],
             generated=(done - failed) - (self.before[0] - self.before[1]),
@@ -306,41 +289,63 @@ class _Run:
             workers=list(self.ready.values()),
             workers_lost=self.lost,
             errors=self.errors,
+            attempts=self.ledger.retried(),
         )
-        if done < self.plan.total:
-            raise SynaugError(
-                f"{self.plan.total - done} of {self.plan.total} images are missing after shard errors ({self.errors[0]}); "
-                "finished images are kept: fix the cause and re-run the same command to resume."
-            )
-        return summary
+
+    # ---- calls to the workers (the seams the tests use to inject Ray's failures) -----------
+    def _call(self, call: str, worker: int, shard: int | None = None) -> None:
+        handle = self.workers[worker]
+        ref = handle.describe.remote() if call == "describe" else handle.run_shard.remote(self.plan_ref, shard, self.num_shards)
+        self.waiting[ref] = (call, worker, shard)
+
+    def _wait(self) -> list:
+        """The calls that ended within a poll interval."""
+        import ray
+
+        if not self.waiting:  # only lost workers, to be asked again later
+            time.sleep(RESTART_POLL_SECONDS)
+            return []
+        return ray.wait(list(self.waiting), num_returns=1, timeout=self.poll_seconds)[0]
+
+    def _result(self, ref) -> Any:
+        import ray
+
+        return ray.get(ref)
 
     # ---- events --------------------------------------------------------------------
     def _collect(self, ref) -> None:
-        """Handle one finished call: a worker ready, a shard done, failed or lost."""
+        """Handle one ended call: a worker ready, a shard done, failed, lost or unanswered."""
         import ray
 
         call, worker, shard = self.waiting.pop(ref)
         try:
-            result = ray.get(ref)
+            result = self._result(ref)
+        except ray.exceptions.ActorDiedError as exc:
+            self._died(call, worker, shard, exc)
         except ray.exceptions.RayActorError as exc:
-            self._lost(call, worker, shard, exc)
-            return
+            self._unanswered(call, worker, shard, exc)
         except ray.exceptions.RayTaskError as exc:
             if isinstance(exc.cause, SynaugError):
                 raise SynaugError(str(exc.cause)) from None
             if call == "describe":
-                self.errors.append(f"worker dropped: {_first_line(exc.cause)}")
+                self.errors.append(f"worker {worker} dropped: {_first_line(exc.cause)}")
+                self.dropped.add(worker)
             else:
                 self._shard_failed(worker, shard, exc.cause)
-            return
-        if call == "describe":
-            self._worker_ready(worker, result)
         else:
-            self.summaries.append(result)
-            self.idle.append(worker)
+            if call == "describe":
+                self._worker_ready(worker, result)
+            else:
+                self.summaries.append(result)
+                self.ledger.record(shard, worker, DONE)
+                self.idle.append(worker)
 
-    def _worker_ready(self, worker, description: dict) -> None:
-        """The first ready worker tells the generator's identity: open the store and queue the work."""
+    def _worker_ready(self, worker: int, description: dict) -> None:
+        """A worker answered. The first tells the generator's identity: open the store and queue the work.
+
+        A worker that kept a shard while silent has ended that shard's task now (its calls run in
+        order), so the shard goes back to the queue, to finish whatever it left undone.
+        """
         if self.opened_at is None:
             if self.overwrite:
                 self.store.clear()
@@ -350,34 +355,57 @@ class _Run:
             self.opened_at = time.perf_counter()
         self.ready[worker] = description["info"]
         self.idle.append(worker)
+        if worker in self.holding:
+            self._requeue(self.holding.pop(worker))
+        silent = self.silent.pop(worker, None)
+        if silent is not None and silent.pid != description["info"].pid:
+            self.lost += 1  # it answers from a new process: Ray restarted it
+            self.errors.append(f"worker {worker} lost: restarted by Ray (process {silent.pid} is now {description['info'].pid})")
 
-    def _lost(self, call: str, worker, shard: int | None, exc: Exception) -> None:
-        """A worker died or is restarting: its shard goes back to the front of the queue.
+    def _died(self, call: str, worker: int, shard: int | None, exc: Exception) -> None:
+        """A worker's process is gone: its shard goes back to the front of the queue.
 
-        The worker is asked again (after a second) until it answers, restarted by Ray, or is
-        dead for good (out of restarts), when it is dropped.
+        A worker that died running a shard is asked again (Ray may restart it); one that died
+        answering whether it is back is out of restarts, and dropped.
         """
-        import ray
-
         self.ready.pop(worker, None)
+        if worker in self.holding:
+            self._requeue(self.holding.pop(worker))
         if call == "shard":
             self.lost += 1
-            self.queue.appendleft(shard)
-            self.errors.append(f"worker lost: {_first_line(exc)}")
-        if call == "shard" or not isinstance(exc, ray.exceptions.ActorDiedError):
+            self.errors.append(f"worker {worker} lost: {_first_line(exc)}")
+            self.ledger.record(shard, worker, LOST, _first_line(exc))
+            self._requeue(shard)
             self.ask_again[worker] = time.perf_counter() + RESTART_POLL_SECONDS
         else:
-            self.errors.append(f"worker dropped: {_first_line(exc)}")
+            self.errors.append(f"worker {worker} dropped: {_first_line(exc)}")
+            self.dropped.add(worker)
 
-    def _shard_failed(self, worker, shard: int, error: BaseException) -> None:
-        """A shard's task raised: try it once more (on any worker), then give up on it."""
-        self.attempts[shard] = self.attempts.get(shard, 0) + 1
-        self.errors.append(f"shard {shard}: {_first_line(error)}")
-        if self.attempts[shard] < SHARD_ATTEMPTS:
-            self.queue.append(shard)
+    def _unanswered(self, call: str, worker: int, shard: int | None, exc: Exception) -> None:
+        """A worker did not answer but may be alive: it keeps its shard, and is asked again at once."""
+        if worker in self.ready:
+            self.silent[worker] = self.ready.pop(worker)
+        if call == "shard":
+            self.errors.append(f"worker {worker} did not answer: {_first_line(exc)}")
+            self.ledger.record(shard, worker, UNANSWERED, _first_line(exc))
+            self.holding[worker] = shard
+        self.ask_again[worker] = time.perf_counter() + (0.0 if call == "shard" else RESTART_POLL_SECONDS)
+
+    def _shard_failed(self, worker: int, shard: int, error: BaseException) -> None:
+        """A shard's task raised: try it again (on the worker that tried it least), within the budget."""
+        self.errors.append(f"shard {shard} on worker {worker}: {_first_line(error)}")
+        self.ledger.record(shard, worker, FAILED, _first_line(error))
+        self._requeue(shard, front=False)
         self.idle.append(worker)
 
     # ---- helpers -------------------------------------------------------------------
+    def _requeue(self, shard: int, front: bool = True) -> None:
+        if self.ledger.may_retry(shard, self._alive()):
+            self.queue.appendleft(shard) if front else self.queue.append(shard)
+
+    def _alive(self) -> list[int]:
+        return [worker for worker in range(len(self.workers)) if worker not in self.dropped]
+
     def _queue_pending_shards(self) -> None:
         """Queue the shards that still hold an item the store has not recorded."""
         done = self.store.finished_keys()
@@ -385,20 +413,30 @@ class _Run:
         self.queue.extend(sorted(pending))
 
     def _ask_lost_workers(self) -> None:
-        """Ask the lost workers whose time has come whether they are back."""
+        """Ask the lost or silent workers whose time has come whether they are back."""
         now = time.perf_counter()
         for worker, when in list(self.ask_again.items()):
             if when <= now:
                 del self.ask_again[worker]
-                self.waiting[worker.describe.remote()] = ("describe", worker, None)
+                self._call("describe", worker)
 
     def _dispatch(self) -> None:
-        while self.queue and self.idle:
-            worker, shard = self.idle.pop(), self.queue.popleft()
-            self.waiting[worker.run_shard.remote(self.plan_ref, shard, self.num_shards)] = ("shard", worker, shard)
+        """Give each queued shard to the idle worker that tried it least; drop shards out of tries."""
+        alive = self._alive()
+        for shard in list(self.queue):
+            if not self.idle:
+                return
+            if not self.ledger.may_retry(shard, alive):
+                self.queue.remove(shard)
+                continue
+            worker = self.ledger.pick(shard, self.idle, alive)
+            if worker is not None:
+                self.queue.remove(shard)
+                self.idle.remove(worker)
+                self._call("shard", worker, shard)
 
-    def _shards_running(self) -> bool:
-        return any(call == "shard" for call, _, _ in self.waiting.values())
+    def _shards_left(self) -> bool:
+        return bool(self.queue or self.holding or any(call == "shard" for call, _, _ in self.waiting.values()))
 
     def _poll(self, bar: Progress, task) -> tuple[int, int]:
         """Read the store's counts, update the bar and call ``on_progress``; returns (rows, failed rows)."""

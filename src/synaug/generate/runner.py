@@ -104,6 +104,17 @@ def generate_plan(
         settings["reference_images"] = references.fingerprint
     store.open(plan, generator.generator_id, settings)
 
+    try:
+        return _generate_pending(plan, generator, store, batch_size, progress, hooks, references, shard_index, num_shards)
+    finally:
+        store.close()
+
+
+def _generate_pending(
+    plan: SynthesisPlan, generator: "Generator", store: SyntheticStore, batch_size: int, progress: bool, hooks: Sequence,
+    references: "_ReferencePicker | None", shard_index: int, num_shards: int,
+) -> GenerationSummary:
+    """Steps 3 to 5 of :func:`generate_plan`, on an open store."""
     # 3. Find this shard's pending items and clear what killed runs left of them
     started = time.perf_counter()
     items = [item for position, item in enumerate(plan.rows()) if position % num_shards == shard_index]
@@ -113,23 +124,20 @@ def generate_plan(
 
     # 4. Generate batch by batch; a background thread writes each batch's files, then its rows
     counts = {"generated": 0, "retried": 0, "failed": 0}
-    try:
-        with _progress_bar(progress) as bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="synaug-png") as writer:
-            task = bar.add_task("generating", total=len(items), completed=len(items) - len(pending))
-            writing: list[Future] = []  # batches being written and recorded, oldest first
-            for number, start in enumerate(range(0, len(pending), batch_size)):
-                batch = pending[start : start + batch_size]
-                records, images, retried = _generate_batch(plan, generator, batch, hooks, references)
-                counts["retried"] += retried
-                writing.append(writer.submit(_write_and_record, store, records, images))
-                if len(writing) > 1:
-                    _count(writing.pop(0).result(), counts, bar, task)
-                if number and number % COMPACT_EVERY_BATCHES == 0:
-                    store.compact()
-            while writing:
+    with _progress_bar(progress) as bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="synaug-png") as writer:
+        task = bar.add_task("generating", total=len(items), completed=len(items) - len(pending))
+        writing: list[Future] = []  # batches being written and recorded, oldest first
+        for number, start in enumerate(range(0, len(pending), batch_size)):
+            batch = pending[start : start + batch_size]
+            records, images, retried = _generate_batch(plan, generator, batch, hooks, references)
+            counts["retried"] += retried
+            writing.append(writer.submit(_write_and_record, store, records, images))
+            if len(writing) > 1:
                 _count(writing.pop(0).result(), counts, bar, task)
-    finally:
-        store.close()
+            if number and number % COMPACT_EVERY_BATCHES == 0:
+                store.compact()
+        while writing:
+            _count(writing.pop(0).result(), counts, bar, task)
 
     # 5. Merge this run's manifest parts
     store.compact()

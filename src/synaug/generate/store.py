@@ -113,8 +113,6 @@ class SyntheticStore:
         corrupt the data set): use a new folder, or :meth:`clear` it first.
         """
         self._ensure_writable_folder()
-        self._hold_liveness()
-        self._check_file_system()
         info = {
             "synaug_store": STORE_FORMAT,
             "plan_digest": plan.digest(),
@@ -134,6 +132,7 @@ class SyntheticStore:
         _check_same_source(self.root, existing, info)
         self._info = existing
         self._remove_abandoned(self.root, None)
+        self._hold_liveness()
         return self
 
     def close(self) -> None:
@@ -282,6 +281,7 @@ class SyntheticStore:
         """Write ``item``'s image (uint8 C x H x W, C = 1 or 3) as PNG, atomically; returns its relative path."""
         from PIL import Image
 
+        self._hold_liveness()
         relative = self.file_for(item)
         target = self.root / relative
         temp = target.with_name(temp_name(target.name, self.writer_id))
@@ -307,6 +307,7 @@ class SyntheticStore:
         """Add manifest rows for ``records`` as a new part file, written atomically."""
         if not records:
             return
+        self._hold_liveness()
         info = self.info
         settings = _canonical_json(info["settings"])
         rows = []
@@ -337,18 +338,31 @@ class SyntheticStore:
 
     def compact(self) -> None:
         """Merge the part files into manifest.parquet (safe while other writers append or compact)."""
+        self._hold_liveness()
         files.compact(self.root, self._tags)
 
     # ---- helpers -------------------------------------------------------------------
     def _ensure_writable_folder(self) -> None:
-        """Create the folder and prove a file can be written there."""
+        """Create the folder, prove a file can be written there, and refuse a file system that cannot
+        hard-link or rename files (the manifest needs both to stay consistent)."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             handle, probe = tempfile.mkstemp(prefix=".write-test-", suffix=".tmp", dir=self.root)
             os.close(handle)
-            os.unlink(probe)
         except OSError as exc:
             raise SynaugError(f"cannot write to output folder {self.root} ({exc.strerror or exc}); choose a writable folder with --out.") from None
+        linked = probe + ".link"
+        try:
+            os.link(probe, linked)
+            os.replace(linked, probe)
+        except OSError as exc:
+            raise SynaugError(
+                f"the file system of {self.root} cannot hard-link or rename files ({exc.strerror or exc}), which a store "
+                "needs to stay consistent; choose an --out folder on a local disk, NFS or another POSIX file system."
+            ) from None
+        finally:
+            for path in (linked, probe):
+                Path(path).unlink(missing_ok=True)
 
     def _read_info(self) -> dict:
         path = self.root / INFO_FILE
@@ -384,22 +398,6 @@ class SyntheticStore:
             )
         os.replace(fresh, path)
         self._liveness = handle
-
-    def _check_file_system(self) -> None:
-        """Refuse a folder whose file system cannot hard-link or rename files (the manifest needs both)."""
-        probe, linked = (self.root / temp_name(name, next(self._tags)) for name in ("probe", "probe-link"))
-        try:
-            probe.touch()
-            os.link(probe, linked)
-            os.replace(linked, probe)
-        except OSError as exc:
-            raise SynaugError(
-                f"the file system of {self.root} cannot hard-link or rename files ({exc.strerror or exc}), which a store "
-                "needs to stay consistent; choose an --out folder on a local disk, NFS or another POSIX file system."
-            ) from None
-        finally:
-            linked.unlink(missing_ok=True)
-            probe.unlink(missing_ok=True)
 
     def _writer_alive(self, writer: str) -> bool | None:
         """Whether writer ``writer`` still runs (holds its lock file); None where file locks do not work."""
