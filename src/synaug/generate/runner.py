@@ -105,14 +105,17 @@ def generate_plan(
     store.open(plan, generator.generator_id, settings)
 
     try:
-        return _generate_pending(plan, generator, store, batch_size, progress, hooks, references, shard_index, num_shards)
+        summary = _generate_pending(plan, generator, store, batch_size, progress, hooks, references, shard_index, num_shards)
     finally:
         store.close()
+    if fail_if_all_failed:
+        summary.check_some_succeeded()
+    return summary
 
 
 def _generate_pending(
     plan: SynthesisPlan, generator: "Generator", store: SyntheticStore, batch_size: int, progress: bool, hooks: Sequence,
-    references: "_ReferencePicker | None", shard_index: int, num_shards: int,
+    references: ExemplarPicker | None, shard_index: int, num_shards: int,
 ) -> GenerationSummary:
     """Steps 3 to 5 of :func:`generate_plan`, on an open store."""
     # 3. Find this shard's pending items and clear what killed runs left of them
@@ -141,10 +144,7 @@ def _generate_pending(
 
     # 5. Merge this run's manifest parts
     store.compact()
-    summary = GenerationSummary(len(items), len(items) - len(pending), seconds=time.perf_counter() - started, **counts)
-    if fail_if_all_failed:
-        summary.check_some_succeeded()
-    return summary
+    return GenerationSummary(len(items), len(items) - len(pending), seconds=time.perf_counter() - started, **counts)
 
 
 def check_hooks_act(hooks: Sequence["StepHook"], num_steps: int | None) -> None:

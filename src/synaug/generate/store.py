@@ -55,9 +55,9 @@ import pyarrow.parquet as pq
 import torch
 
 from synaug.data.dataset import LabeledImages
-from synaug.data.folders import sanitize_folder_name
-from synaug.errors import StoreMismatch, SynaugError
+from synaug.errors import SynaugError
 from synaug.generate import manifest as files
+from synaug.generate import store_info as info_file
 from synaug.generate.manifest import NULLABLE_INTS, STATUS_FAILED, STATUS_OK, temp_name
 from synaug.plan.planner import PlanItem, SynthesisPlan
 
@@ -117,9 +117,9 @@ class SyntheticStore:
             "synaug_store": STORE_FORMAT,
             "plan_digest": plan.digest(),
             "generator_id": str(generator_id),
-            "settings": json.loads(_canonical_json(settings)),
-            "class_folders": _distinct_names(plan.class_names),
-            "group_tags": None if plan.group_names is None else _distinct_names(plan.group_names),
+            "settings": json.loads(info_file.canonical_json(settings)),
+            "class_folders": info_file.distinct_names(plan.class_names),
+            "group_tags": None if plan.group_names is None else info_file.distinct_names(plan.group_names),
             "plan": plan.to_dict(),
         }
         path = self.root / INFO_FILE
@@ -127,9 +127,9 @@ class SyntheticStore:
             foreign = [p for p in self.root.iterdir() if not (WRITER_LOCK.fullmatch(p.name) or TEMP.fullmatch(p.name))]
             if foreign and not path.exists():
                 raise SynaugError(f"output folder {self.root} is not empty and is not a synaug store; choose a new or empty --out folder.")
-            _create_exclusive(path, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+            info_file.create_exclusive(path, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
         existing = self._read_info()
-        _check_same_source(self.root, existing, info)
+        info_file.check_same_source(self.root, existing, info)
         self._info = existing
         self._remove_abandoned(self.root, None)
         self._hold_liveness()
@@ -309,7 +309,7 @@ class SyntheticStore:
             return
         self._hold_liveness()
         info = self.info
-        settings = _canonical_json(info["settings"])
+        settings = info_file.canonical_json(info["settings"])
         rows = []
         for record in records:
             item = record.item
@@ -436,63 +436,6 @@ class SyntheticStore:
             except FileNotFoundError:
                 pass
         return removed
-
-
-def _distinct_names(names: Sequence[str]) -> list[str]:
-    """Sanitised folder names, made distinct (also ignoring case) by appending ``-<position>``."""
-    taken: set[str] = set()
-    result = []
-    for position, name in enumerate(names):
-        folder = sanitize_folder_name(name)
-        if folder.casefold() in taken:
-            folder = f"{folder}-{position}"
-            while folder.casefold() in taken:
-                folder += "_"
-        taken.add(folder.casefold())
-        result.append(folder)
-    return result
-
-
-def _canonical_json(value) -> str:
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    except TypeError as exc:
-        raise SynaugError(f"generator settings are not JSON-safe ({exc}); report this backend bug.") from None
-
-
-def _check_same_source(root: Path, existing: dict, wanted: dict) -> None:
-    """Refuse a store made by another plan or generator."""
-    if existing["plan_digest"] != wanted["plan_digest"]:
-        raise StoreMismatch(root, f"was made by a different plan (digest {existing['plan_digest']}, this plan {wanted['plan_digest']})")
-    if existing["generator_id"] != wanted["generator_id"]:
-        raise StoreMismatch(root, f"was made by generator '{existing['generator_id']}', not '{wanted['generator_id']}'")
-    old, new = existing["settings"], wanted["settings"]
-    if _canonical_json(old) != _canonical_json(new):
-        differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differing[:3])
-        raise StoreMismatch(root, f"was made with other generator settings ({shown})")
-
-
-def _create_exclusive(path: Path, text: str) -> None:
-    """Write ``path`` atomically unless it exists already (another writer won the race).
-
-    The temp file is opened by name rather than by ``mkstemp``, so ``path`` gets the umask's
-    permissions like every other file of the store (mkstemp's are 0600: unreadable to the
-    other users of a shared store).
-    """
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temp, "x", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.link(temp, path)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise SynaugError(f"cannot write {path} ({exc.strerror or exc}); choose a writable folder with --out.") from None
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _to_hwc(image: torch.Tensor) -> np.ndarray:
