@@ -1,4 +1,6 @@
-# The two commands a new user needs: `make demo` and `make test`.
+# The two commands a new user needs: `make demo` and `make test`. `make test-stress` runs the
+# concurrency tests (Ray, DDP, kill-and-resume, concurrent store writers) STRESS_RUNS times under
+# a CPU load it starts and stops itself, and prints how many runs passed.
 # Each creates .venv when missing, installs torch (CPU wheel) first, then synaug with
 # its test extras, and makes sure Fashion-MNIST is present.
 
@@ -7,13 +9,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.synaug-installed
 
-.PHONY: demo test install data
+STRESS_RUNS ?= 20
+
+.PHONY: demo test test-stress install data
 
 demo: install data
 	$(BIN)/synaug demo
 
 test: install data
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-stress: install
+	PYTHON=$(BIN)/python sh scripts/stress-tests.sh $(STRESS_RUNS)
 
 install: $(STAMP)
 
