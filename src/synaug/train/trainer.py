@@ -295,10 +295,7 @@ def train_classifier(
     ).to(device, memory_format=memory_format)
     trained = wrap_model(model, context)  # DistributedDataParallel under torchrun
     trained = torch.compile(trained) if config.compile else trained
-    optimizer = torch.optim.SGD(
-        parameter_groups(model, config.lr, config.backbone_lr), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-        nesterov=config.nesterov and config.momentum > 0, fused=device.type == "cuda",
-    )
+    optimizer = _sgd(model, config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     normalizer = make_normalizer(train, config.normalize)
     augment = BatchAugment(
@@ -323,9 +320,7 @@ def train_classifier(
             totals = torch.zeros(3, 2, device=device)  # rows: seen, loss sum, correct; columns: real, synthetic
             for step, batch in enumerate(batches):
                 factor = lr_factor(epoch * steps_per_epoch + step, steps_per_epoch, config)
-                lr = config.lr * factor
-                for group in optimizer.param_groups:
-                    group["lr"] = group["base_lr"] * factor
+                _scale_lr(optimizer, factor)
                 images = normalizer(augment.geometric(batch.images)).contiguous(memory_format=memory_format)
                 images, targets = augment.mix(images, batch.labels, batch.is_synthetic)
                 with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -336,19 +331,46 @@ def train_classifier(
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
-                with torch.no_grad():
-                    domain = batch.is_synthetic.long()
-                    correct = (logits.argmax(1) == batch.labels).float()
-                    totals.index_add_(1, domain, torch.stack([torch.ones_like(correct), losses.detach(), correct]))
+                _count(totals, batch, logits, losses)
                 bar.advance(task)
             totals = all_reduce_sum(totals, context)  # every process's images
-            record = _epoch_record(epoch, lr, totals.cpu().numpy(), time.perf_counter() - epoch_start)
+            record = _epoch_record(epoch, config.lr * factor, totals.cpu().numpy(), time.perf_counter() - epoch_start)
             history.append(record)
             if isinstance(log, EpochLog):
                 log.write(record)
             bar.update(task, stats=f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.3f}  acc {record['accuracy']:.1%}")
     broadcast_buffers(model, context)  # rank 0's BatchNorm statistics everywhere
     model.eval()
+    return _train_result(model, history, normalizer, config, train, image_shape, time.perf_counter() - started)
+
+
+def _sgd(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.SGD:
+    """SGD over the model's parameter groups (``backbone_lr`` for all but the classifier), fused on a GPU."""
+    return torch.optim.SGD(
+        parameter_groups(model, config.lr, config.backbone_lr), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+        nesterov=config.nesterov and config.momentum > 0, fused=device.type == "cuda",
+    )
+
+
+def _scale_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Set every parameter group's learning rate to ``factor`` times its peak rate."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+
+
+def _count(totals: torch.Tensor, batch: Batch, logits: torch.Tensor, losses: torch.Tensor) -> None:
+    """Add the batch's images, loss sum and correct predictions to ``totals``' real and synthetic columns."""
+    with torch.no_grad():
+        domain = batch.is_synthetic.long()
+        correct = (logits.argmax(1) == batch.labels).float()
+        totals.index_add_(1, domain, torch.stack([torch.ones_like(correct), losses.detach(), correct]))
+
+
+def _train_result(
+    model: nn.Module, history: list[dict], normalizer: Normalizer, config: TrainConfig, train: LabeledImages,
+    image_shape: tuple[int, int, int], seconds: float,
+) -> TrainResult:
+    """The trained model with its history and the real and synthetic image counts of ``train``."""
     return TrainResult(
         model=model,
         history=history,
@@ -359,7 +381,7 @@ def train_classifier(
         synthetic_counts=np.bincount(train.labels[train.is_synthetic], minlength=train.num_classes),
         sample_counts={"real": int((~train.is_synthetic).sum()), "synthetic": int(train.is_synthetic.sum())},
         image_shape=image_shape,
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
     )
 
 
