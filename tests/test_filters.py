@@ -12,7 +12,7 @@ import pytest
 from data_writers import write_fashion_mnist
 from fake_generator import FakeGenerator
 from fixtures_generation import single_thread_torch  # noqa: F401  (fixture)
-from pipeline_helpers import FAKE, error_line, run_cli
+from pipeline_helpers import FAKE, error_line, run_cli, stage_folders, tiny_config, tiny_fashion, write_config
 from tiny_transformers import save_backbone, save_clip
 from train_helpers import pattern_images
 
@@ -20,6 +20,7 @@ from synaug.errors import SynaugError
 from synaug.filters import ClassifierScorer, ClipScorer, FilterSpec, FilterStep, filter_store
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import FILTER_FILE, SyntheticStore
+from synaug.pipeline import parse_run_config, run_pipeline
 from synaug.plan import make_plan
 from synaug.plan.planner import SynthesisPlan, overgenerate
 from synaug.train import save_checkpoint, train_classifier
@@ -177,3 +178,22 @@ def test_decisions_can_live_outside_the_store(tmp_path):
     assert own.loc[own["kept"], "index"].tolist() == [0, 1, 0, 1, 2]
     files = [f"{p.parent.name}/{p.name}" for p in store.load(decisions=elsewhere.path).files]
     assert files == ["vertical/000002.png", "checker/000004.png"]
+
+
+def test_a_run_config_overgenerates_and_filters_the_fill_store(tmp_path, clip, monkeypatch, capsys):
+    tiny_fashion(tmp_path, monkeypatch)
+    out = tmp_path / "out"
+    values = tiny_config(out, runs={"recipes": ["synaug"], "seeds": [0]}, filter={"clip": str(clip), "overgenerate": 2})
+    config = parse_run_config(values, where="filter.yaml")
+    result = run_pipeline(config, config_name="filter.yaml", config_text="", command="synaug run filter.yaml", progress=False)
+    assert result.runs[0].sample_counts["synthetic"] == 54  # the fill plan's images (IF 5, 10 to 2 per class), not the 108 made
+    folders = stage_folders(out)
+    assert len(folders["filter"]) == 1 and len(folders["generate"]) == 1
+    store = SyntheticStore(next((out / "stages").glob("generate-*/store")))
+    assert store.plan.total == 108 and not (store.root / FILTER_FILE).exists()  # the decisions live in the filter stage
+    decisions = pd.read_parquet(next((out / "stages").glob("filter-*/filter.parquet")))
+    assert len(decisions) == 108 and decisions["kept"].sum() == 54 and decisions["filter_clip"].notna().all()
+    again = run_pipeline(config, config_name="filter.yaml", config_text="", command="synaug run filter.yaml", progress=False)
+    assert all(t.cached for t in again.timings if t.stage != "report")
+    bad = write_config(tmp_path / "bad.yaml", tiny_config(out, filter={"clip_threshold": 0.3}))
+    assert "filter: clip_threshold, clip_keep_best and negative_prompts need a CLIP checkpoint" in error_line(capsys, "run", bad)

@@ -14,6 +14,7 @@ from synaug.data.longtail import PROFILES
 from synaug.data.registry import DATASET_KINDS
 from synaug.data.spurious import MIN_MAJORITY
 from synaug.errors import SynaugError
+from synaug.filters.reference import REFERENCE_NAME
 from synaug.generate.backends.base import DTYPES
 from synaug.guidance.criteria import CRITERIA
 from synaug.guidance.feedback import DEFAULT_SCALE, GRADIENT_PATHS
@@ -37,6 +38,11 @@ def check_run_config(config: RunConfig, where: str = "config") -> None:
     _check_generator(config, where)
     _check_training(config, where)
     _check_runs(config, where)
+    if config.filter.classifier == REFERENCE_NAME and config.data.kind != "fashion-mnist":
+        raise SynaugError(
+            f"{where}: filter.classifier 'reference' is the Fashion-MNIST reference classifier; give a checkpoint "
+            f"trained on {config.data.kind}'s classes instead."
+        )
 
 
 def _check_data(data: DataSection, where: str) -> None:

@@ -15,6 +15,8 @@
                 (the budgets also make the unguided ``fill_budget`` control rows)
     exemplars:  make each synthetic image from a real training image of its class (or cell):
                 :class:`~synaug.generate.exemplars.ExemplarSpec` (source, strength, ip_adapter, ...)
+    filter:     keep the best synthetic images of the fill store (the recipes that fill classes or cells):
+                :class:`~synaug.filters.FilterSpec` (clip, classifier, thresholds, keep_best, overgenerate)
     output:     the output folder
 
 **Group data.** Group-annotated kinds (``waterbirds``, ``utkface``, ``nico``,
@@ -53,6 +55,7 @@ from synaug.data.groups import UTKFACE_AGE_BINS
 from synaug.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD
 from synaug.data.registry import GROUP_KINDS
 from synaug.errors import SynaugError
+from synaug.filters.spec import FilterSpec
 from synaug.generate.exemplars import ExemplarSpec
 from synaug.guidance.feedback import DEFAULT_EVERY, DEFAULT_PATH, DEFAULT_SCALE, DEFAULT_START, DEFAULT_STOP
 from synaug.pipeline.checks import check_run_config, nearest
@@ -326,6 +329,7 @@ class RunConfig:
     runs: RunsSection = field(default_factory=RunsSection)
     feedback: FeedbackSection = field(default_factory=FeedbackSection)
     exemplars: ExemplarSpec = field(default_factory=ExemplarSpec)
+    filter: FilterSpec = field(default_factory=FilterSpec)
     output: str = "synaug-run"
 
     def to_dict(self) -> dict[str, Any]:
@@ -387,7 +391,7 @@ def dump_run_config(config: RunConfig) -> str:
 _SECTIONS = {
     "data": DataSection, "plan": PlanSection, "generator": GeneratorSection, "train": TrainSection,
     "crt": CrtSection, "group_dro": GroupDroSection, "dfr": DfrSection, "evaluate": EvaluateSection,
-    "runs": RunsSection, "feedback": FeedbackSection, "exemplars": ExemplarSpec,
+    "runs": RunsSection, "feedback": FeedbackSection, "exemplars": ExemplarSpec, "filter": FilterSpec,
 }
 
 

@@ -22,6 +22,7 @@ from synaug.pipeline.context import STAGES, RunContext
 from synaug.pipeline.stages.data import DataOutput, data_stage
 from synaug.pipeline.stages.evaluate import evaluate_stage
 from synaug.pipeline.stages.feedback import feedback_classifier_stage
+from synaug.pipeline.stages.filter import filtered_store
 from synaug.pipeline.stages.generate import StoreOutput, generate_stage, guided_stores
 from synaug.pipeline.stages.plan import PlanOutput, extra_plan_stage, feedback_plan_stage, plan_stage
 from synaug.pipeline.stages.report import Provenance, report_stage, run_result
@@ -154,7 +155,7 @@ def _generate_stages(
     unguided = dict.fromkeys(
         _cells(ctx, r) for r in recipes if r.uses_synthetic and (r.guidance is None or r.guidance.criterion is None)
     )
-    stores = {cells: generate_stage(ctx, "generate", plans.fill[cells], data) for cells in unguided}
+    stores = {cells: filtered_store(ctx, plans.fill[cells], data) for cells in unguided}
     extra = generate_stage(ctx, "generate-extra", plans.extra, data) if plans.extra is not None else None
     return stores, extra
 

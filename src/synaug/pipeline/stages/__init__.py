@@ -20,6 +20,8 @@ generate-extra    :mod:`.generate`        plan-extra, generator weights, sampler
 generate-feedback :mod:`.generate`        plan-feedback, generator weights,         ``store/`` (one per ``fg`` criterion and
                                           sampler, feedback settings, the feedback  budget; the manifest's ``criterion``
                                           classifier's weights                      column holds each image's score)
+filter            :mod:`.filter`          the (over-generated) fill store, the      ``filter.parquet`` (scores and kept /
+                                          filter section (group: generate)          rejected; the store is left untouched)
 train             :mod:`.train`           training set (data, stores), TrainConfig, ``checkpoint/``
                                           Group-DRO settings (``group_dro``)
 crt               :mod:`.retrain`         train, crt section, seed                  ``checkpoint/``

@@ -49,7 +49,8 @@ SAMPLER_KEYS = ("scheduler", "steps", "guidance_scale", "dtype")
 @dataclass
 class StoreOutput:
     """A finished synthetic store (``root`` None when its plan has no image); ``feedback``: its guidance;
-    ``per_class``: only the first this many images of each class are used (None: all)."""
+    ``per_class``: only the first this many images of each class are used (None: all); ``decisions``:
+    the filter table whose kept images are used (None: every image)."""
 
     digest: str
     root: Path | None
@@ -57,6 +58,7 @@ class StoreOutput:
     settings: dict[str, Any]
     feedback: dict[str, Any] | None = None
     per_class: list[int] | None = None
+    decisions: Path | None = None
 
 
 def generate_stage(
@@ -145,7 +147,8 @@ def store_images(store: StoreOutput | None, data: DataOutput, in_memory: bool) -
     if store is None or store.root is None:
         return data.train.subset(np.zeros(0, dtype=np.int64))
     images = SyntheticStore(store.root).load(
-        class_names=data.train.class_names, group_names=data.train.group_names, in_memory=in_memory, per_class=store.per_class
+        class_names=data.train.class_names, group_names=data.train.group_names, in_memory=in_memory, per_class=store.per_class,
+        decisions=store.decisions,
     )
     return images if len(images) else data.train.subset(np.zeros(0, dtype=np.int64))
 
