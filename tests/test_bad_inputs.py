@@ -10,6 +10,7 @@ Run: ``pytest tests/test_bad_inputs.py``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +209,35 @@ def test_a_suggested_command_never_writes_into_a_folder_holding_other_files(worl
 def test_the_failed_store_really_holds_only_failed_images(world):
     manifest = SyntheticStore(world["failed"]).manifest()
     assert len(manifest) == 28 and set(np.unique(manifest["status"])) == {"failed"}
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+def library_calls():
+    """(name, call) of library entry points given a NaN or infinite number: the checks the CLI surfaces."""
+    from synaug.config import coerce_value
+    from synaug.data.benchmarks import longtail_indices, pool_indices
+    from synaug.data.splits import disjoint_split
+    from synaug.generate.bench import estimate_plan
+    from synaug.train import TrainConfig
+
+    labels = np.repeat(np.arange(3), 10)
+    plan = make_plan([1, 2], ["a", "b"])
+    return [
+        ("longtail_counts", lambda: longtail_counts(3, 10, NAN), "imbalance factor nan is not a number"),
+        ("longtail_indices", lambda: longtail_indices(labels, NAN, 5), "imbalance factor nan is not a number"),
+        ("pool_indices", lambda: pool_indices(30, NAN), "cannot reserve nan of 30 items"),
+        ("disjoint_split", lambda: disjoint_split(30, INF), "cannot reserve inf of 30 items"),
+        ("estimate_plan", lambda: estimate_plan(plan, None, NAN, None, 1), "rate nan must be a positive finite number"),
+        ("TrainConfig", lambda: TrainConfig(lr=NAN), "lr is nan; give a finite number"),
+        ("TrainConfig-mixup", lambda: TrainConfig(mixup_alpha=INF), "mixup_alpha is inf"),
+        ("coerce_value", lambda: coerce_value(NAN, float, "data.reserve"), "data.reserve is nan; give a finite number"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(library_calls())), ids=[name for name, *_ in library_calls()])
+def test_the_library_refuses_non_finite_numbers(index):
+    _, call, needle = library_calls()[index]
+    with pytest.raises(SynaugError, match=re.escape(needle)):
+        call()

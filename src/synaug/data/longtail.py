@@ -39,8 +39,9 @@ def longtail_counts(
     ``int(n_max / IF)``. With ``step_fraction = 0.5`` and an even ``C`` this is LDAM's step
     profile; for an odd ``C`` the middle class joins the tail (LDAM drops it).
     """
-    if imbalance_factor < 1:
-        raise SynaugError(f"imbalance factor {imbalance_factor} is below 1; give the ratio of the largest to the smallest class, e.g. 100.")
+    if not imbalance_factor >= 1:  # NaN too
+        problem = "is below 1" if imbalance_factor < 1 else "is not a number"
+        raise SynaugError(f"imbalance factor {imbalance_factor} {problem}; give the ratio of the largest to the smallest class, e.g. 100.")
     if num_classes < 1 or max_per_class < 1:
         raise SynaugError(f"need at least one class and one image per class (got {num_classes} classes, max {max_per_class}).")
     if profile == "exp":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from synaug.errors import SynaugError
@@ -15,6 +17,8 @@ def disjoint_split(n: int, reserved: int | float = 0.5, seed: int = 0) -> tuple[
     Fashion-MNIST train (n = 60,000, seed 0) the reserved half trains the embedded
     generator and long-tailed sets are drawn from the pool only.
     """
+    if not math.isfinite(reserved):
+        raise SynaugError(f"cannot reserve {reserved} of {n} items; give a fraction in [0, 1] or a count up to {n}.")
     count = int(round(reserved * n)) if isinstance(reserved, float) else int(reserved)
     if not 0 <= count <= n:
         raise SynaugError(f"cannot reserve {reserved} of {n} items; give a fraction in [0, 1] or a count up to {n}.")

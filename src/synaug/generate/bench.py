@@ -171,8 +171,8 @@ def estimate_plan(
     """
     if rate is None and bench is None:
         raise SynaugError("no generation rate to estimate from; run `synaug bench --plan PLAN --generator GENERATOR` or pass --rate.")
-    if rate is not None and rate <= 0:
-        raise SynaugError(f"rate {rate} must be positive; give the images per second you measured.")
+    if rate is not None and not 0 < rate < math.inf:
+        raise SynaugError(f"rate {rate} must be a positive finite number; give the images per second you measured.")
     if workers < 1:
         raise SynaugError(f"workers={workers} must be at least 1.")
     if rate is not None:
