@@ -102,10 +102,7 @@ class UnclipCondition(ImageCondition):
     def __init__(self, pipeline: StableUnCLIPImg2ImgPipeline, *, noise_level: int):
         super().__init__(pipeline.image_encoder, pipeline.feature_extractor)
         self.noiser = pipeline
-        steps = int(pipeline.image_noising_scheduler.config.num_train_timesteps)
-        if not 0 <= int(noise_level) < steps:
-            raise SynaugError(f"noise_level {noise_level} must lie in [0, {steps}); 0 keeps the exemplar's embedding as it is.")
-        self.noise_level = int(noise_level)
+        self.noise_level = check_noise_level(noise_level, pipeline.image_noising_scheduler.config)
 
     def settings(self) -> dict[str, Any]:
         return {"kind": self.kind, "noise_level": self.noise_level}
@@ -118,6 +115,14 @@ class UnclipCondition(ImageCondition):
         if do_guidance:
             embeds = torch.cat([torch.zeros_like(embeds), embeds])
         return {"class_labels": embeds.to(dtype)}
+
+
+def check_noise_level(noise_level: int, noising_config: dict) -> int:
+    """``noise_level`` when it is a timestep of the image noising scheduler (``noising_config``), else a one-line error."""
+    steps = int(noising_config.get("num_train_timesteps", 1000))
+    if not 0 <= int(noise_level) < steps:
+        raise SynaugError(f"noise_level {noise_level} must lie in [0, {steps}); 0 keeps the exemplar's embedding as it is.")
+    return int(noise_level)
 
 
 def is_unclip_checkpoint(folder: Path) -> bool:

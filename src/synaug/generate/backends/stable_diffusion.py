@@ -26,7 +26,13 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from synaug.errors import SynaugError
 from synaug.generate.backends.base import LoopGenerator, positive_int, resolve_dtype
-from synaug.generate.backends.image_condition import ImageCondition, is_unclip_checkpoint, load_ip_adapter, load_unclip
+from synaug.generate.backends.image_condition import (
+    ImageCondition,
+    check_noise_level,
+    is_unclip_checkpoint,
+    load_ip_adapter,
+    load_unclip,
+)
 from synaug.generate.exemplars import DEFAULT_STRENGTH, check_strength
 from synaug.generate.pipeline import (
     SamplingPipeline,
@@ -219,6 +225,8 @@ def _check_image_settings(folder: Path, ip_adapter: str | None, ip_adapter_scale
         raise SynaugError(f"{folder} is a Stable unCLIP checkpoint, which conditions on the exemplar's embedding itself; drop the IP-Adapter.")
     if not unclip and noise_level:
         raise SynaugError(f"noise_level {noise_level} applies to Stable unCLIP checkpoints, and {folder} is none; drop it.")
+    if unclip and noise_level:
+        check_noise_level(noise_level, _load(DDPMScheduler.load_config, folder, "image_noising_scheduler"))
     if ip_adapter is None and float(ip_adapter_scale) != 1.0:
         raise SynaugError(f"ip_adapter_scale {ip_adapter_scale:g} weighs an IP-Adapter; name one (ip_adapter) or drop the scale.")
 
