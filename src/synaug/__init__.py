@@ -29,6 +29,7 @@ _EXPORTS = {
     "SynaugError": "synaug.errors",
     "SynaugWarning": "synaug.errors",
     "SyntheticOverSampler": "synaug.api.resampler",
+    "export_store": "synaug.export",
     "fashion_mnist_lt": "synaug.data.benchmarks",
     "load_dataset": "synaug.data.registry",
     "load_generator": "synaug.generate.loading",

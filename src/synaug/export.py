@@ -109,6 +109,8 @@ def export_store(
     ``include_rejected`` also exports the images a filter rejected (see ``kept``). ``out``
     must not exist or be an empty folder. Bad input is a one-line :class:`SynaugError`
     raised before anything is written.
+
+    >>> synaug.export_store("synthetic/", "exported/", "hf", real=train)  # doctest: +SKIP
     """
     out = Path(out)
     _check_request(format, out, shard_size)
