@@ -39,7 +39,7 @@ from synaug.generators.check import fashion_mnist_world, train_oracles
 from synaug.pipeline.ablations import budget_text
 from synaug.plan.planner import SynthesisPlan
 from synaug.train.checkpoint import load_checkpoint
-from synaug.train.trainer import extract_features, infer
+from synaug.train.inference import extract_features, infer
 
 FEW_THRESHOLD = 20
 REFERENCE_PER_CLASS = 500

@@ -19,7 +19,8 @@ from synaug.train import build_model, load_checkpoint, save_checkpoint, train_cl
 from synaug.train.backbones import BackboneClassifier, parameter_groups
 from synaug.train.crt import retrain_classifier
 from synaug.train.dfr import dfr_retrain
-from synaug.train.trainer import TrainConfig, extract_features, infer
+from synaug.train.inference import extract_features, infer
+from synaug.train.trainer import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 KINDS = ("resnet", "convnext", "vit", "dinov2", "clip")

@@ -33,8 +33,9 @@ from torch import nn
 from synaug.data.dataset import LabeledImages
 from synaug.errors import SynaugError
 from synaug.train import TrainConfig, retrain_classifier, train_classifier
+from synaug.train.batches import BatchSource
 from synaug.train.models import MODELS, build_model
-from synaug.train.trainer import BatchSource, make_normalizer
+from synaug.train.trainer import make_normalizer
 
 WORLD_SIZE = 2
 SCENARIOS = ("exact", "exact-files", "batchnorm", "batchnorm-augmented")

@@ -19,7 +19,7 @@ from synaug.evaluate.groups import group_report
 from synaug.train import Normalizer, TrainConfig, infer, train_classifier
 from synaug.train.dfr import DFR_C_GRID, dfr_retrain
 from synaug.train.group_dro import GroupDRO, dro_training_set, train_group_dro
-from synaug.train.trainer import Batch
+from synaug.train.batches import Batch
 
 FAST = dict(epochs=2, batch_size=32, lr=0.1, crop_padding=0, flip=False, amp="off", device="cpu")
 

@@ -15,8 +15,9 @@ from synaug.config import from_dict
 from synaug.data import LabeledImages
 from synaug.errors import SynaugError
 from synaug.train import TrainConfig, extract_features, infer, recipe, train_classifier
+from synaug.train.batches import BatchSource
 from synaug.train.models import Normalizer, build_model
-from synaug.train.trainer import BatchSource, lr_factor
+from synaug.train.trainer import lr_factor
 
 # On the CPU, where identical weights from identical seeds are promised.
 FAST = dict(epochs=4, batch_size=32, lr=0.1, crop_padding=1, flip=True, amp="off", device="cpu")

@@ -122,7 +122,7 @@ class Classifier:
     # ---- use -----------------------------------------------------------------------------
     def predict_logits(self, data: LabeledImages) -> torch.Tensor:
         """Logits ``(N, classes)`` (float32, CPU) for every image of ``data``, in order."""
-        from synaug.train.trainer import infer
+        from synaug.train.inference import infer
 
         result = self._fitted("predict")
         data = self._same_classes(_dataset(data, "predict"))

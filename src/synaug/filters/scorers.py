@@ -119,7 +119,7 @@ class ClassifierScorer:
         return {"kind": "classifier", "checkpoint": self.checkpoint}
 
     def score(self, data: LabeledImages, prompts: Sequence[str]) -> dict[str, np.ndarray]:
-        from synaug.train.trainer import infer
+        from synaug.train.inference import infer
 
         columns = self._class_columns(data.class_names)
         shape = (data.channels, *(data.size or data.load(0).shape[1:]))

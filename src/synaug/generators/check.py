@@ -27,7 +27,7 @@ from synaug.errors import SynaugError
 from synaug.generate.backends.base import GenerationOutput, Generator
 from synaug.outputs import check_writable_folder
 from synaug.train.models import Normalizer
-from synaug.train.trainer import extract_features, infer
+from synaug.train.inference import extract_features, infer
 
 
 @dataclass

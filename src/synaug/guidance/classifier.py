@@ -22,8 +22,9 @@ from synaug.data.dataset import LabeledImages
 from synaug.errors import SynaugError
 from synaug.guidance.criteria import ClassGaussians
 from synaug.train.checkpoint import load_checkpoint
+from synaug.train.inference import extract_features
 from synaug.train.models import Normalizer
-from synaug.train.trainer import TrainResult, extract_features
+from synaug.train.trainer import TrainResult
 
 GAUSSIANS_FILE = "class_gaussians.safetensors"
 DEFAULT_RIDGE = 1e-3

@@ -3,8 +3,9 @@
 from synaug.train.augment import BatchAugment
 from synaug.train.checkpoint import load_checkpoint, load_train_result, save_checkpoint
 from synaug.train.crt import ClassBalancedSampler, retrain_classifier
+from synaug.train.inference import extract_features, infer
 from synaug.train.models import MODELS, Normalizer, build_model, resnet32, resnet50, small_resnet
-from synaug.train.trainer import RECIPES, TrainConfig, TrainResult, extract_features, infer, recipe, train_classifier
+from synaug.train.trainer import RECIPES, TrainConfig, TrainResult, recipe, train_classifier
 
 __all__ = [
     "MODELS",

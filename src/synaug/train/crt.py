@@ -28,7 +28,7 @@ from synaug.data.dataset import LabeledImages
 from synaug.errors import SynaugError
 from synaug.train.distributed import current_context, gather_rows, rank_subset
 from synaug.train.models import Normalizer
-from synaug.train.trainer import extract_features
+from synaug.train.inference import extract_features
 
 SOURCES = ("real", "real+synthetic")
 

@@ -35,7 +35,7 @@ from synaug.data.dataset import LabeledImages
 from synaug.data.groups import group_cells
 from synaug.errors import SynaugError
 from synaug.train.models import Normalizer
-from synaug.train.trainer import extract_features
+from synaug.train.inference import extract_features
 
 DFR_C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 DFR_RETRAINS = 10

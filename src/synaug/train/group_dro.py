@@ -33,7 +33,8 @@ import torch
 from synaug.data.dataset import LabeledImages
 from synaug.data.groups import group_cells
 from synaug.errors import SynaugError
-from synaug.train.trainer import Batch, TrainConfig, TrainResult, train_classifier
+from synaug.train.batches import Batch
+from synaug.train.trainer import TrainConfig, TrainResult, train_classifier
 
 DRO_STEP_SIZE = 0.01
 DRO_WEIGHT_DECAY = 1e-3
