@@ -120,6 +120,22 @@ def test_a_filtered_store_exports_its_kept_images_with_their_scores(tmp_path):
     assert all(best[c] == every.loc[every["class_name"] == c, "filter_brightness"].max() for c in ("Bag", "Sandal"))
 
 
+def test_the_exemplar_each_image_was_made_from_is_a_column(tmp_path):
+    from synaug.generate.store import ImageRecord
+
+    plan = make_plan(REAL_COUNTS, NAMES, image_size=(6, 6), channels=1)
+    store = SyntheticStore(tmp_path / "store").open(plan, "fake", {})
+    records = []
+    for position, item in enumerate(plan.rows()):
+        file = store.write_image(item, torch.full((1, 6, 6), position, dtype=torch.uint8))
+        records.append(ImageRecord(item, plan.seed_for(item), 0, file, exemplar=f"real:{position}"))
+    store.append(records)
+    export_store(store.root, tmp_path / "out", "imagefolder")
+    metadata = pd.read_csv(tmp_path / "out" / "metadata.csv")
+    assert metadata["exemplar"].tolist() == [f"real:{i}" for i in range(plan.total)]
+    assert "criterion" not in metadata  # recorded for no image: left out
+
+
 def test_export_target_that_is_not_empty_is_a_one_line_error(store, tmp_path):
     taken = tmp_path / "taken"
     taken.mkdir()
