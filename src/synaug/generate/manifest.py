@@ -63,18 +63,6 @@ def temp_name(name: str, tag: str) -> str:
     return f".{name}.{tag}.tmp"
 
 
-def temp_writer(name: str) -> str | None:
-    """The writer id in a temp name made by :func:`temp_name`; None for other names."""
-    if not (name.startswith(".") and name.endswith(".tmp")):
-        return None
-    return name[1:-4].rsplit(".", 1)[-1].split("-")[0]
-
-
-def temp_target(name: str) -> str:
-    """The name a temp file made by :func:`temp_name` is renamed to."""
-    return name[1:-4].rsplit(".", 1)[0]
-
-
 def fsync_folder(path: Path) -> None:
     """Make the renames and deletions in folder ``path`` durable."""
     handle = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
