@@ -1,4 +1,6 @@
-"""Group metrics (per-group, worst-group and mean accuracy) and fairness gaps, as JSON, Markdown and a plot.
+"""Group metrics (per-group, worst-group and mean accuracy) and fairness gaps, and their plot.
+
+The run report shows them as tables (:mod:`synaug.report`).
 
 Conventions (accuracies and gaps in %, i.e. percentage points):
 
@@ -19,7 +21,6 @@ Conventions (accuracies and gaps in %, i.e. percentage points):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,7 +29,6 @@ import torch
 
 from synaug.data.dataset import LabeledImages
 from synaug.data.groups import group_cells
-from synaug.data.registry import write_atomic
 from synaug.errors import SynaugError
 from synaug.evaluate.plots import plot_accuracy_bars
 
@@ -212,48 +212,7 @@ def _predictions(values: torch.Tensor | np.ndarray, num_classes: int | None) -> 
     return array.astype(np.int64), num_classes
 
 
-# ---- tables, files and the plot ----------------------------------------------------------
-def group_summary_table(runs: dict[str, dict[str, Any]]) -> str:
-    """A Markdown table, one row per run: worst-group, both means, pooled accuracy, fairness gaps."""
-    header = f"| run | worst-group | {MEAN_UNWEIGHTED} | {MEAN_WEIGHTED} | accuracy (pooled) | equalized-odds diff. | demographic-parity diff. |"
-    lines = [header, "|---" * 7 + "|"]
-    for name, report in runs.items():
-        fairness = report.get("fairness") or {}
-        cells = [
-            report["worst_group_accuracy"], report["mean_unweighted"], report["mean_weighted_by_train"], report["accuracy"],
-            fairness.get("equalized_odds_difference"), fairness.get("demographic_parity_difference"),
-        ]
-        lines.append(f"| {name} | " + " | ".join(_cell(v) for v in cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def per_group_table(runs: dict[str, dict[str, Any]]) -> str:
-    """A Markdown table, one row per group: training and test images and each run's accuracy."""
-    first = next(iter(runs.values()))
-    lines = ["| group | train images | test images | " + " | ".join(runs) + " |", "|---" * (3 + len(runs)) + "|"]
-    for index, entry in enumerate(first["groups"]):
-        accuracies = " | ".join(_cell(run["groups"][index]["accuracy"]) for run in runs.values())
-        lines.append(f"| {entry['name']} | {entry['train_count']} | {entry['test_count']} | {accuracies} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_group_results(reports: dict[str, dict[str, Any]], folder: str | Path, title: str = "Group results") -> Path:
-    """Write ``group_results.json`` and ``group_results.md`` (summary and per-group tables) into ``folder``."""
-    if not reports:
-        raise SynaugError("there are no group results to write; evaluate a model first.")
-    folder = Path(folder)
-    first = next(iter(reports.values()))
-    markdown = (
-        f"# {title}\n\nAccuracy in % on {first['num_samples']} test images; fairness gaps in percentage points "
-        f"(fairlearn, {(first.get('fairness') or {}).get('method', 'no sensitive attribute')}). Worst-group: the lowest "
-        f"group accuracy. {MEAN_WEIGHTED[0].upper() + MEAN_WEIGHTED[1:]}: group accuracies weighted by each group's "
-        "share of the training images.\n\n" + group_summary_table(reports) + "\n## Per group\n\n" + per_group_table(reports)
-    )
-    write_atomic(folder / "group_results.json", json.dumps(reports, indent=1) + "\n")
-    write_atomic(folder / "group_results.md", markdown)
-    return folder
-
-
+# ---- the plot ------------------------------------------------------------------------------
 def plot_group_accuracy(runs: dict[str, dict[str, Any]], path: str | Path, title: str = "Per-group accuracy") -> Path:
     """Grouped bars of per-group accuracy for one or more runs, groups ordered by training count
     (largest first); each run's worst-group accuracy is drawn as a dashed line in its colour."""
@@ -265,7 +224,3 @@ def plot_group_accuracy(runs: dict[str, dict[str, Any]], path: str | Path, title
         path, title, axis_label="groups, by training count (dashed: worst-group accuracy)",
         lines={name: r["worst_group_accuracy"] for name, r in runs.items()},
     )
-
-
-def _cell(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
