@@ -10,9 +10,7 @@ from data_writers import write_image
 from synaug.data import LabeledImages
 
 from synaug.data.groups import (
-    describe_groups,
     group_cells,
-    group_count_table,
     load_image_folder_with_groups,
     load_nico,
     load_utkface,
@@ -152,7 +150,6 @@ def test_nico_both_layouts_give_the_same_cells(tmp_path):
     for data in (by_context, by_class):
         assert data.class_names == ["bear", "car"] and data.group_names == ["autumn", "rock"]
         assert data.cell_counts().tolist() == [[2, 0], [1, 2]]
-    assert describe_groups(by_context)["empty_cells"] == ["bear/rock"]
     assert len(load_dataset("nico", tmp_path / "cc")) == 5
 
 
@@ -180,8 +177,6 @@ def test_image_folder_with_group_csv(tmp_path):
     data = load_image_folder_with_groups(root, csv, size=8)
     assert data.class_names == ["cat", "dog"] and data.group_names == ["indoor", "outdoor"]
     assert data.cell_counts().tolist() == [[1, 1], [1, 1]]
-    table = group_count_table(data)
-    assert "| cat | 1 | 1 | 2 | indoor (50.0 %) |" in table and "| total | 2 | 2 | 4 | |" in table
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ import re
 import warnings
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -52,36 +52,6 @@ def group_cells(data: LabeledImages) -> tuple[np.ndarray, list[str]]:
     num_groups = len(data.group_names)
     names = [f"{c}/{g}" for c in data.class_names for g in data.group_names]
     return data.labels * num_groups + data.groups, names
-
-
-def describe_groups(data: LabeledImages) -> dict[str, Any]:
-    """Images per (class, group) cell, per group, and each class's majority-group share."""
-    counts = data.cell_counts()
-    class_totals = counts.sum(1)
-    majority = np.divide(counts.max(1), class_totals, out=np.zeros(len(counts)), where=class_totals > 0)
-    return {
-        "class_names": list(data.class_names),
-        "group_names": list(data.group_names),
-        "cell_counts": counts.tolist(),
-        "group_counts": counts.sum(0).tolist(),
-        "class_counts": class_totals.tolist(),
-        "majority_group": [data.group_names[g] for g in counts.argmax(1)],
-        "majority_share": majority.tolist(),
-        "empty_cells": [f"{data.class_names[c]}/{data.group_names[g]}" for c, g in zip(*np.nonzero(counts == 0))],
-    }
-
-
-def group_count_table(data: LabeledImages) -> str:
-    """A Markdown table of images per (class, group) cell, with totals and the majority share."""
-    summary = describe_groups(data)
-    groups = summary["group_names"]
-    lines = ["| class | " + " | ".join(groups) + " | total | majority group |", "|---" * (len(groups) + 3) + "|"]
-    for index, name in enumerate(summary["class_names"]):
-        cells = " | ".join(str(n) for n in summary["cell_counts"][index])
-        share = f"{summary['majority_group'][index]} ({100 * summary['majority_share'][index]:.1f} %)"
-        lines.append(f"| {name} | {cells} | {summary['class_counts'][index]} | {share} |")
-    lines.append("| total | " + " | ".join(str(n) for n in summary["group_counts"]) + f" | {len(data)} | |")
-    return "\n".join(lines) + "\n"
 
 
 # ---- Waterbirds (WILDS layout) ----------------------------------------------------------
