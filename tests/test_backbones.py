@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from fixtures_generation import single_thread_torch  # noqa: F401  (fixture)
+from pipeline_helpers import error_line, stage_folders, tiny_config, tiny_fashion, write_config
 from tiny_transformers import save_backbone
 from train_helpers import pattern_images
 
@@ -113,3 +114,12 @@ def test_bad_backbone_settings_are_one_line(tmp_path):
         TrainConfig(model="resnet18")
     with pytest.raises(SynaugError, match="backbone_lr >= 0"):
         TrainConfig(backbone_lr=-1)
+
+
+def test_a_run_whose_backbone_cannot_take_the_images_stops_before_planning(backbones, tmp_path, monkeypatch, capsys):
+    tiny_fashion(tmp_path, monkeypatch)
+    out = tmp_path / "out"
+    config = write_config(tmp_path / "vit.yaml", tiny_config(out, train={"model": f"hf:{backbones['vit']}"}))
+    line = error_line(capsys, "run", config, "--no-progress")
+    assert "cannot take 1x28x28 images" in line and "set train.resolution to 16" in line
+    assert set(stage_folders(out)) <= {"data"}  # nothing planned or generated

@@ -30,6 +30,8 @@ from synaug.pipeline.stages.retrain import crt_stage, dfr_stage
 from synaug.pipeline.stages.train import train_stage
 from synaug.report import RunResult, StageTiming, aggregate
 from synaug.report.results import RecipeSummary
+from synaug.train.backbones import is_backbone_name
+from synaug.train.models import build_model
 
 __all__ = ["STAGES", "Pipeline", "PipelineResult", "run_pipeline"]
 
@@ -103,6 +105,7 @@ class Pipeline:
         data = data_stage(ctx)
         if done <= STAGES.index("data"):
             return result([])
+        _check_backbone(ctx, data)
         plans = _plan_stages(ctx, data, recipes)
         guided = [recipe.guidance for recipe in recipes if recipe.guidance is not None]
         needs_classifier = any(guidance.criterion is not None for guidance in guided)
@@ -146,6 +149,14 @@ def _plan_stages(ctx: RunContext, data: DataOutput, recipes: Sequence[Recipe]) -
     extra = extra_plan_stage(ctx, data, main, recipes) if any(r.uses_extra for r in recipes) else None
     budgets = dict.fromkeys(r.guidance.budget for r in recipes if r.guidance is not None)
     return _Plans(fill, extra, {budget: feedback_plan_stage(ctx, main, budget) for budget in budgets})
+
+
+def _check_backbone(ctx: RunContext, data: DataOutput) -> None:
+    """A pretrained backbone that cannot take the data's images is an error now, before any generation."""
+    train = ctx.config.train
+    if is_backbone_name(train.model):
+        size = data.train.size or tuple(data.train.load(0).shape[1:])
+        build_model(train.model, data.train.num_classes, data.train.channels, image_size=size, resolution=train.resolution)
 
 
 def _generate_stages(
