@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from fixtures_generation import BrightnessHook, TINY_SD_SIZE, build_tiny_sd, single_thread_torch  # noqa: F401 (fixture)
+from recording_hook import RecordX0Hook
 from synaug.errors import SynaugError
 from synaug.generate.backends import GenerationOutput, StableDiffusionBackend
-from synaug.generate.hooks import RecordX0Hook
 from synaug.generate.pipeline import SCHEDULERS
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")

@@ -12,8 +12,9 @@ import torch
 from diffusers.configuration_utils import FrozenDict
 
 from fixtures_generation import BrightnessHook, ExactDenoiser, null_prompt_encoder, single_thread_torch  # noqa: F401 (fixture)
+from recording_hook import RecordX0Hook
 from synaug.errors import SynaugError
-from synaug.generate.hooks import RecordX0Hook, StepHook, StepState
+from synaug.generate.hooks import StepHook, StepState
 from synaug.generate.pipeline import SCHEDULERS, SamplingPipeline, convert_channels, make_scheduler, to_uint8
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
@@ -255,7 +256,7 @@ def test_record_x0_hook_keeps_the_trajectory_and_scores_each_image():
 
 def test_hook_settings_describe_its_schedule():
     assert RecordX0Hook(start=0.2, every=5).settings() == {
-        "hook": "synaug.generate.hooks.RecordX0Hook", "start": 0.2, "stop": 1.0, "every": 5,
+        "hook": "recording_hook.RecordX0Hook", "start": 0.2, "stop": 1.0, "every": 5,
     }
 
 
