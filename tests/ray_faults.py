@@ -1,7 +1,9 @@
 """Faults for the Ray tests, injected by item and try, never by process or clock.
 
 ``make_generator`` (``--generator python:ray_faults:make_generator``) is the fake generator of
-fake_generator.py. Before each batch it reads the JSON file $RAY_FAULTS (when it exists):
+fake_generator.py; ``make_embedded`` the embedded generator in the folder the file names as
+"generator" (feedback guidance and exemplars act on it). Before each batch they read the JSON
+file $RAY_FAULTS (when it exists and names a seed):
 
     seed     a batch holding this item seed gets the fault
     kind     "raise" (a RuntimeError, as a device fault), "kill" (SIGKILL of its own process,
@@ -22,35 +24,53 @@ import time
 from pathlib import Path
 
 from fake_generator import FakeGenerator
+from synaug.generate.backends.embedded import EmbeddedBackend
 from synaug.generate.store import SyntheticStore
 
 STALL_LIMIT_SECONDS = 300  # a stall that is never released fails the batch instead of hanging the suite
 
 
+def with_fault(generate_batch, prompts, seeds, options):
+    """``generate_batch(prompts, seeds, **options)`` with the fault of $RAY_FAULTS; see the module doc."""
+    config = _config()
+    if config is None or "seed" not in config:
+        return generate_batch(prompts, seeds, **options)
+    events = Path(config["folder"]) / "events.log"
+    _log(events, f"start {os.getpid()} {' '.join(map(str, seeds))}")
+    if config["seed"] in seeds and _take_try(Path(config["folder"]), config["times"]):
+        if config["kind"] == "raise":
+            raise RuntimeError("simulated device error")
+        if config["kind"] == "kill":
+            _log(events, f"end {os.getpid()}")  # the batch ends with the process
+            os.kill(os.getpid(), signal.SIGKILL)
+        _stall(config, events)
+    output = generate_batch(prompts, seeds, **options)
+    _log(events, f"end {os.getpid()}")
+    return output
+
+
 class FaultyGenerator(FakeGenerator):
-    """The fake generator with the fault of $RAY_FAULTS; see the module doc."""
+    """The fake generator with the fault of $RAY_FAULTS."""
 
     def _generate_batch(self, prompts, seeds, **options):
-        config = _config()
-        if config is None:
-            return super()._generate_batch(prompts, seeds, **options)
-        events = Path(config["folder"]) / "events.log"
-        _log(events, f"start {os.getpid()} {' '.join(map(str, seeds))}")
-        if config["seed"] in seeds and _take_try(Path(config["folder"]), config["times"]):
-            if config["kind"] == "raise":
-                raise RuntimeError("simulated device error")
-            if config["kind"] == "kill":
-                _log(events, f"end {os.getpid()}")  # the batch ends with the process
-                os.kill(os.getpid(), signal.SIGKILL)
-            _stall(config, events)
-        output = super()._generate_batch(prompts, seeds, **options)
-        _log(events, f"end {os.getpid()}")
-        return output
+        return with_fault(super()._generate_batch, prompts, seeds, options)
+
+
+class FaultyEmbedded(EmbeddedBackend):
+    """The embedded generator with the fault of $RAY_FAULTS."""
+
+    def _generate_batch(self, prompts, seeds, **options):
+        return with_fault(super()._generate_batch, prompts, seeds, options)
 
 
 def make_generator(**options) -> FaultyGenerator:
     """Factory for ``python:ray_faults:make_generator``."""
     return FaultyGenerator(delay=float(os.environ.get("FAKE_GENERATOR_DELAY", "0")), batch_size=options.get("batch_size", 8))
+
+
+def make_embedded(**options) -> FaultyEmbedded:
+    """Factory for ``python:ray_faults:make_embedded``: the generator folder comes from $RAY_FAULTS."""
+    return FaultyEmbedded.from_pretrained(_config()["generator"], **options)
 
 
 def write_faults(path: Path, folder: Path, **config) -> None:

@@ -133,7 +133,6 @@ def test_loss_guidance_on_stable_diffusion_from_real_reference_images(world, tmp
         (["--reference", "synthetic"], False, "--reference 'synthetic' is not known"),
         (["--reference", "real"], False, "--reference real needs the plan's real data"),
         (["--reference", "real", "--real-data", "missing.yaml"], False, "config file missing.yaml does not exist"),
-        (["--feedback", "entropy", "--ray"], True, "--feedback and --reference run in one process"),
         (["--feedback", "entropy", "--feedback-classifier", "no-such-folder"], False, "checkpoint folder no-such-folder does not exist"),
     ],
 )

@@ -286,3 +286,42 @@ def test_workers_without_ray_is_an_error(planned, tmp_path, capsys):
     plan_file = plan.save(tmp_path / "plan.json")
     assert main(["generate", "--plan", str(plan_file), "--out", str(tmp_path / "store"), "--generator", FAKE, "--workers", "2"]) == 2
     assert "add --ray" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # the tiny embedded generator with guidance on both workers and in this process: ~1-2 min on 2 busy cores
+def test_guided_exemplar_generation_on_ray_matches_one_process_and_survives_a_killed_worker(cluster, fault_file, faults, tmp_path, monkeypatch):
+    import numpy as np
+    import torch
+
+    from fixtures_generation import FASHION_CLASSES, build_tiny_embedded
+    from fixtures_guidance import tiny_checkpoint
+    from synaug.data.dataset import LabeledImages
+    from synaug.generate.loading import load_generator
+    from synaug.guidance import feedback_hook
+
+    plan = make_plan([0, 9, 0, 6, 0, 0, 9, 0, 0, 0], FASHION_CLASSES, image_size=(28, 28), channels=1, seed=5)
+    hooks = [feedback_hook("loss", tiny_checkpoint(tmp_path / "checkpoint", FASHION_CLASSES), every=1, class_names=FASHION_CLASSES)]
+    real = LabeledImages(labels=np.repeat(np.arange(10), 2), class_names=FASHION_CLASSES,
+                         images=torch.randint(0, 256, (20, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8))
+    generator = str(build_tiny_embedded(tmp_path / "generator"))
+    sampler = {"batch_size": 3, "steps": 4}
+    monkeypatch.setenv("RAY_FAULTS", str(fault_file))
+    faults(generator=generator)  # no fault yet
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' arithmetic (Ray gives a 0.5-CPU worker one thread)
+    try:
+        reference = tmp_path / "reference"
+        generate_plan(plan, load_generator("python:ray_faults:make_embedded", **sampler), SyntheticStore(reference), hooks=hooks,
+                      reference_images=real, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path / "store"
+    faults(generator=generator, seed=shard_seed(plan, 1, 1), kind="kill", times=1)
+    summary = generate_plan_on_ray(plan, "python:ray_faults:make_embedded", out, **{**RAY_OPTIONS, "sampler": sampler}, hooks=hooks,
+                                   reference_images=real)
+    assert (tmp_path / "faults" / "try-0").exists(), "the fault never fired"
+    assert summary.workers_lost == 1 and summary.generated == plan.total
+    check_matches_reference(out, reference)
+    ours, theirs = SyntheticStore(out).manifest(), SyntheticStore(reference).manifest()
+    assert ours["criterion"].tolist() == theirs["criterion"].tolist() and ours["exemplar"].tolist() == theirs["exemplar"].tolist()
+    assert SyntheticStore(out).info["settings"] == SyntheticStore(reference).info["settings"]  # guidance and exemplars recorded alike

@@ -266,9 +266,7 @@ def generate(
     check_vocabulary(synthesis, options.generator, allow_unknown_classes=options.allow_unknown_classes)
     hooks, references = _feedback_and_references(synthesis, options, given)
     if options.ray or options.ray_address is not None:
-        if hooks or references is not None:
-            raise SynaugError("--feedback and --reference run in one process; drop --ray, or split the plan with --shard-index/--num-shards.")
-        _generate_on_ray(synthesis, options, sampler)
+        _generate_on_ray(synthesis, options, sampler, hooks, references)
         return
     ray_only = [key for key in ("workers", "shard_attempts", "shard_attempts_per_worker") if key in given]
     if ray_only:
@@ -298,7 +296,7 @@ def _generate_here(synthesis: SynthesisPlan, options: GenerateOptions, sampler: 
         console.print(f"{summary.failed} images stayed non-finite or blank after their retry; they are recorded with status 'failed' in the manifest.", markup=False, soft_wrap=True)
 
 
-def _generate_on_ray(synthesis: SynthesisPlan, options: GenerateOptions, sampler: dict[str, Any]) -> None:
+def _generate_on_ray(synthesis: SynthesisPlan, options: GenerateOptions, sampler: dict[str, Any], hooks: list, references) -> None:
     """`synaug generate --ray`: the plan's shards spread over Ray workers, one summary line."""
     from synaug.generate.distributed import generate_plan_on_ray
 
@@ -307,7 +305,7 @@ def _generate_on_ray(synthesis: SynthesisPlan, options: GenerateOptions, sampler
     summary = generate_plan_on_ray(
         synthesis, options.generator, options.out, address=options.ray_address, num_workers=options.workers,
         cpus_per_worker=options.cpus_per_worker, sampler=sampler, progress=options.progress, overwrite=options.overwrite,
-        retry=RetryPolicy(options.shard_attempts, options.shard_attempts_per_worker),
+        retry=RetryPolicy(options.shard_attempts, options.shard_attempts_per_worker), hooks=hooks, reference_images=references,
     )
     lost = f", {summary.workers_lost} lost and restarted" if summary.workers_lost else ""
     Console(highlight=False).print(

@@ -37,17 +37,21 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from synaug.data.dataset import LabeledImages
 from synaug.errors import SynaugError
 from synaug.generate.ray_cluster import connect, worker_resources
 from synaug.generate.retry import DONE, FAILED, LOST, UNANSWERED, RetryPolicy, ShardAttempt, ShardLedger, describe_retries
-from synaug.generate.runner import GenerationSummary, generate_plan
+from synaug.generate.runner import GenerationSummary, generate_plan, run_settings
 from synaug.generate.store import STATUS_FAILED, SyntheticStore
 from synaug.plan.planner import SynthesisPlan
+
+if TYPE_CHECKING:
+    from synaug.generate.hooks import StepHook
 
 RESTART_POLL_SECONDS = 1.0  # how often a lost worker is asked whether Ray has restarted it
 
@@ -108,18 +112,19 @@ class GenerationWorker:
     instead of killing the actor, so the driver can show the user's error as is.
     """
 
-    def __init__(self, generator_spec: str, sampler: Mapping[str, Any], store_root: str):
+    def __init__(self, generator_spec: str, sampler: Mapping[str, Any], store_root: str, guidance: tuple[list, Any] = ([], None)):
         from synaug.generate.loading import load_generator
 
         self.store_root = store_root
+        self.hooks, self.reference_images = guidance
         self.error: str | None = None
         try:
             self.generator = load_generator(generator_spec, **sampler)
         except SynaugError as exc:
             self.generator, self.error = None, str(exc)
 
-    def describe(self) -> dict[str, Any]:
-        """The generator's identity and where this worker runs."""
+    def describe(self, plan: SynthesisPlan) -> dict[str, Any]:
+        """The generator's identity, the settings the store records for ``plan``, and where this worker runs."""
         import ray
 
         from synaug.generate.bench import device_name
@@ -129,13 +134,16 @@ class GenerationWorker:
         return {
             "info": WorkerInfo(os.getpid(), ray.util.get_node_ip_address(), device_name(self.generator)),
             "generator_id": self.generator.generator_id,
-            "settings": self.generator.settings(),
+            "settings": run_settings(plan, self.generator, self.hooks, self.reference_images),
         }
 
     def run_shard(self, plan: SynthesisPlan, shard_index: int, num_shards: int) -> GenerationSummary:
         """Generate what the store lacks of shard ``shard_index`` of ``num_shards``."""
         store = SyntheticStore(self.store_root)
-        return generate_plan(plan, self.generator, store, progress=False, shard_index=shard_index, num_shards=num_shards, fail_if_all_failed=False)
+        return generate_plan(
+            plan, self.generator, store, progress=False, hooks=self.hooks, reference_images=self.reference_images,
+            shard_index=shard_index, num_shards=num_shards, fail_if_all_failed=False,
+        )
 
 
 def generate_plan_on_ray(
@@ -156,6 +164,8 @@ def generate_plan_on_ray(
     poll_seconds: float = 1.0,
     overwrite: bool = False,
     retry: RetryPolicy = RetryPolicy(),
+    hooks: Sequence["StepHook"] = (),
+    reference_images: LabeledImages | None = None,
 ) -> RayGenerationSummary:
     """Generate every image of ``plan`` that the store at ``store_root`` lacks, on a Ray cluster.
 
@@ -178,6 +188,8 @@ def generate_plan_on_ray(
         grows with the time a poll of the store takes).
     overwrite : clear a store made by another plan or generator, once a worker has loaded the generator.
     retry : how often a shard is tried, in all and on one worker.
+    hooks, reference_images : feedback guidance and exemplars, as :func:`~synaug.generate.runner.generate_plan`
+        takes them; they are sent to every worker (a checkpoint or file-backed images must be readable there).
     """
     # 1. Check inputs
     if shards_per_worker < 1 or max_restarts < 0 or cpus_per_worker <= 0 or poll_seconds <= 0:
@@ -196,7 +208,8 @@ def generate_plan_on_ray(
         actor = ray.remote(GenerationWorker).options(
             num_cpus=cpus, num_gpus=gpus, max_restarts=max_restarts, runtime_env=dict(runtime_env) if runtime_env else None
         )
-        workers = [actor.remote(spec, sampler, str(store_root)) for _ in range(count)]
+        guidance = ray.put((list(hooks), reference_images))
+        workers = [actor.remote(spec, sampler, str(store_root), guidance) for _ in range(count)]
         try:
             store = SyntheticStore(store_root)
             run = _Run(plan, store, workers, count * shards_per_worker, progress, on_progress, poll_seconds, overwrite, retry)
@@ -295,7 +308,7 @@ class _Run:
     # ---- calls to the workers (the seams the tests use to inject Ray's failures) -----------
     def _call(self, call: str, worker: int, shard: int | None = None) -> None:
         handle = self.workers[worker]
-        ref = handle.describe.remote() if call == "describe" else handle.run_shard.remote(self.plan_ref, shard, self.num_shards)
+        ref = handle.describe.remote(self.plan_ref) if call == "describe" else handle.run_shard.remote(self.plan_ref, shard, self.num_shards)
         self.waiting[ref] = (call, worker, shard)
 
     def _wait(self) -> list:

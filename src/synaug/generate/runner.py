@@ -92,17 +92,10 @@ def generate_plan(
         raise SynaugError(f"number of shards {num_shards} must be at least 1.")
     if not 0 <= shard_index < num_shards:
         raise SynaugError(f"shard index {shard_index} must lie in [0, {num_shards}); shards are numbered from 0.")
-    steps_run = getattr(generator, "steps_run", None)
-    check_hooks_act(hooks, steps_run(reference_images is not None) if steps_run else getattr(generator, "steps", None))
     references = ExemplarPicker(plan, reference_images) if reference_images is not None else None
 
     # 2. Open the store for this plan and generator
-    settings = dict(generator.settings())
-    if hooks:
-        settings["hooks"] = [_describe_hook(hook) for hook in hooks]
-    if references is not None:
-        settings["reference_images"] = references.fingerprint
-    store.open(plan, generator.generator_id, settings)
+    store.open(plan, generator.generator_id, run_settings(plan, generator, hooks, references))
 
     try:
         summary = _generate_pending(plan, generator, store, batch_size, progress, hooks, references, shard_index, num_shards)
@@ -111,6 +104,23 @@ def generate_plan(
     if fail_if_all_failed:
         summary.check_some_succeeded()
     return summary
+
+
+def run_settings(plan: SynthesisPlan, generator: "Generator", hooks: Sequence["StepHook"], references: "ExemplarPicker | LabeledImages | None") -> dict:
+    """The generator settings a store records for a run: the generator's, its hooks' and its exemplar set's.
+
+    Raises :class:`SynaugError` when a hook's window and frequency act on none of the generator's steps.
+    """
+    if isinstance(references, LabeledImages):
+        references = ExemplarPicker(plan, references)
+    steps_run = getattr(generator, "steps_run", None)
+    check_hooks_act(hooks, steps_run(references is not None) if steps_run else getattr(generator, "steps", None))
+    settings = dict(generator.settings())
+    if hooks:
+        settings["hooks"] = [_describe_hook(hook) for hook in hooks]
+    if references is not None:
+        settings["reference_images"] = references.fingerprint
+    return settings
 
 
 def _generate_pending(
