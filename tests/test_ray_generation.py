@@ -52,7 +52,14 @@ def cluster(fault_file) -> str:
         patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
         patch.setenv("FAKE_GENERATOR_DELAY", CLUSTER_DELAY)
         patch.setenv("RAY_FAULTS", str(fault_file))
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+        for tries_left in reversed(range(3)):  # Ray gives its raylet a fixed 30 s to start, which a loaded machine can miss
+            try:
+                ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+                break
+            except Exception as exc:
+                ray.shutdown()
+                if tries_left == 0 or "timed out during startup" not in str(exc):
+                    raise
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
