@@ -22,7 +22,7 @@ from synaug.generate.hooks import StepState
 from synaug.generate.pipeline import SamplingPipeline, make_scheduler
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import SyntheticStore
-from synaug.guidance import FeedbackGuidance, budget_plan, feedback_hook, feedback_plans, fill_to_plan
+from synaug.guidance import FeedbackGuidance, budget_plan, feedback_hook
 from synaug.guidance import classifier as classifier_module
 from synaug.guidance.classifier import GAUSSIANS_FILE, load_feedback_classifier
 from synaug.plan import make_plan
@@ -248,15 +248,13 @@ def test_hardness_from_a_train_result_fits_without_caching(tmp_path):
 def test_budget_plans_match_synaug_and_halve_it():
     synaug_plan = make_plan([500, 299, 179, 107, 64, 38, 23, 13, 8, 5], FASHION, "fill-to-max", seed=7,
                             templates=["a photo of a {class}"], class_prompt_names={"T-shirt/top": "t-shirt"}, image_size=(28, 28), channels=1)
-    plans = feedback_plans(synaug_plan)
-    assert list(plans) == ["budget-1", "budget-0.5"]
-    assert plans["budget-1"].synthetic_counts.tolist() == synaug_plan.synthetic_counts.tolist()
-    half = plans["budget-0.5"]
+    assert budget_plan(synaug_plan, 1.0).synthetic_counts.tolist() == synaug_plan.synthetic_counts.tolist()
+    half = budget_plan(synaug_plan, 0.5)
     assert half.total == round(synaug_plan.total / 2) == 1882
     assert np.abs(half.synthetic_counts - synaug_plan.synthetic_counts / 2).max() <= 1
     assert half.prompt_names == synaug_plan.prompt_names and half.seed == 7 and half.image_size == (28, 28)
     assert half.prompt(0, None, 0) == "a photo of a t-shirt"
-    fill = fill_to_plan(synaug_plan, 100)
+    fill = make_plan(synaug_plan.real_counts, FASHION, "fill-to", target=100)
     assert fill.synthetic_counts.tolist() == [0, 0, 0, 0, 36, 62, 77, 87, 92, 95]
     with pytest.raises(SynaugError, match="budget fraction 0 must lie in"):
         budget_plan(synaug_plan, 0)

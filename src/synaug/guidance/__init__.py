@@ -1,6 +1,6 @@
 """Feedback-guided synthesis: criteria, the guidance hook, the feedback classifier, budgets."""
 
-from synaug.guidance.budgets import budget_plan, feedback_plans, fill_to_plan
+from synaug.guidance.budgets import budget_plan
 from synaug.guidance.classifier import (
     FeedbackClassifier,
     class_gaussians_for,
@@ -19,8 +19,6 @@ __all__ = [
     "budget_plan",
     "class_gaussians_for",
     "feedback_hook",
-    "feedback_plans",
-    "fill_to_plan",
     "fit_class_gaussians",
     "load_feedback_classifier",
     "register_criterion",

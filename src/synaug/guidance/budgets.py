@@ -1,9 +1,9 @@
 """Synthetic budgets for feedback guidance, derived from a SYNAuG plan.
 
 The paper's claim is about images bought: FG with the *same* synthetic budget as SYNAuG and
-with *half* of it, plus its own "fill every class to N" rule. These helpers turn a SYNAuG
-(fill-to-max) plan into those plans with the same classes, prompts, seed, size and channels,
-so the only difference between the stores is the count per class (and the guidance).
+with *half* of it. :func:`budget_plan` turns a SYNAuG (fill-to-max) plan into such a plan with
+the same classes, prompts, seed, size and channels, so the only difference between the stores
+is the count per class (and the guidance).
 """
 
 from __future__ import annotations
@@ -21,18 +21,6 @@ def budget_plan(reference: SynthesisPlan, fraction: float = 1.0) -> SynthesisPla
     if not 0.0 < float(fraction) <= 1.0:
         raise SynaugError(f"budget fraction {fraction} must lie in (0, 1]; use 1 for SYNAuG's budget, 0.5 for half.")
     return _like(reference, "budget", budget=int(round(float(fraction) * reference.total)))
-
-
-def fill_to_plan(reference: SynthesisPlan, target: int) -> SynthesisPlan:
-    """The paper's rule: every class (cell) filled to ``target`` images; classes at or above it get none."""
-    if int(target) < 1:
-        raise SynaugError(f"fill-to target {target} must be at least 1 image per class.")
-    return _like(reference, "fill-to", target=int(target))
-
-
-def feedback_plans(reference: SynthesisPlan, fractions: tuple[float, ...] = (1.0, 0.5)) -> dict[str, SynthesisPlan]:
-    """Budget plans keyed ``"budget-1"``, ``"budget-0.5"`` ..., one per fraction of the reference's total."""
-    return {f"budget-{fraction:g}": budget_plan(reference, fraction) for fraction in fractions}
 
 
 def _like(reference: SynthesisPlan, strategy: str, **parameter: int) -> SynthesisPlan:
