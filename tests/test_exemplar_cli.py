@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 from diffusers import UNet2DConditionModel
 
 from data_writers import write_fashion_mnist
