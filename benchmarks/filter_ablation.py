@@ -62,6 +62,7 @@ def synaug_recipe(train: LabeledImages, test: LabeledImages, real_counts: np.nda
 
 
 def main() -> None:
+    """Parse the arguments, filter, train every arm and seed, and write the metrics."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plain-x2", type=Path, required=True, help="store of the plain set over-generated 2x")
     parser.add_argument("--modifier", type=Path, help="store of the modifier set")

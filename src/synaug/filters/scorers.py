@@ -29,12 +29,16 @@ from synaug.train.backbones import quiet_transformers
 
 
 class Scorer(Protocol):
-    """What a filter step needs: a name and per-image scores (the column ``name`` is the main one)."""
+    """What a filter step needs: a name, per-image scores (the column ``name`` is the main one) and settings."""
 
     name: str
 
     def score(self, data: LabeledImages, prompts: Sequence[str]) -> dict[str, np.ndarray]:
         """Score columns for ``data`` (labels index ``data.class_names``), one value per image."""
+        ...
+
+    def settings(self) -> dict:
+        """What identifies the scorer (JSON-safe), recorded with the decisions."""
         ...
 
 
@@ -59,6 +63,7 @@ class ClipScorer:
         self.model.to(self.device).eval()
 
     def settings(self) -> dict:
+        """What identifies this scorer, recorded with the decisions."""
         return {"kind": "clip", "checkpoint": self.checkpoint, "negative_prompts": self.negative_prompts}
 
     def score(self, data: LabeledImages, prompts: Sequence[str]) -> dict[str, np.ndarray]:
@@ -116,6 +121,7 @@ class ClassifierScorer:
         self.batch_size = batch_size
 
     def settings(self) -> dict:
+        """What identifies this scorer, recorded with the decisions."""
         return {"kind": "classifier", "checkpoint": self.checkpoint}
 
     def score(self, data: LabeledImages, prompts: Sequence[str]) -> dict[str, np.ndarray]:

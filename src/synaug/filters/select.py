@@ -51,6 +51,7 @@ class FilterStep:
             raise SynaugError(f"keep_best {self.keep_best} must be at least 1 image per class (cell).")
 
     def describe(self) -> str:
+        """The step as errors name it: "'clip' (threshold 0.3, keep_best 5)"."""
         rule = [f"threshold {self.threshold:g}"] if self.threshold is not None else []
         rule += [f"keep_best {self.keep_best}"] if self.keep_best is not None else []
         return f"'{self.scorer.name}'" + (f" ({', '.join(rule)})" if rule else "")
@@ -65,10 +66,12 @@ class FilterResult:
 
     @property
     def kept(self) -> int:
+        """Images kept over all cells."""
         return sum(cell["kept"] for cell in self.cells)
 
     @property
     def scored(self) -> int:
+        """Images scored over all cells."""
         return sum(cell["scored"] for cell in self.cells)
 
 
