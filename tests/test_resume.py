@@ -81,11 +81,26 @@ def planned(tmp_path) -> tuple[Path, Path, int]:
     return plan_file, reference, plan.total
 
 
+def kill_when_blocked(process: subprocess.Popen, out: Path, blocked: Path, rows: int) -> None:
+    """SIGKILL ``process`` once the fake generator blocked (it created ``blocked``) and ``out`` records ``rows`` images."""
+    deadline = time.monotonic() + 120
+    while not blocked.exists() or len(SyntheticStore(out).manifest()) < rows:
+        assert process.poll() is None, f"generation ended before it could be killed: {process.stderr.read()}"
+        assert time.monotonic() < deadline, f"the process did not block with {rows} images recorded"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+
+
 def test_sigkill_part_way_then_rerun_gives_the_uninterrupted_result(planned, tmp_path):
     plan_file, reference, total = planned
-    out = tmp_path / "store"
-    kill_when(start(plan_file, out, delay=0.1), out, images=total // 3)
-    assert 0 < len(SyntheticStore(out).manifest()) < total  # it really stopped part-way
+    out, blocked = tmp_path / "store", tmp_path / "blocked"
+    at = list(SynthesisPlan.load(plan_file).rows())[30]  # the first item of the 11th batch of 3
+    process = start(plan_file, out, 0.0, FAKE_GENERATOR_BLOCK_AT=str(SynthesisPlan.load(plan_file).seed_for(at, 0)),
+                    FAKE_GENERATOR_BLOCKED_FILE=str(blocked))
+    kill_when_blocked(process, out, blocked, rows=30)
+    assert len(SyntheticStore(out).manifest()) == 30  # it really stopped part-way, keeping every finished batch
     rerun(plan_file, out)
     check_matches_reference(out, reference)
 
@@ -93,13 +108,16 @@ def test_sigkill_part_way_then_rerun_gives_the_uninterrupted_result(planned, tmp
 @pytest.mark.slow  # two interpreters starting at once on 2 cores: ~10-30 s depending on load
 def test_one_of_two_concurrent_shard_writers_killed_then_rerun(planned, tmp_path):
     plan_file, reference, total = planned
-    shard_size = (total + 1) // 2
-    out = tmp_path / "store"
-    first = start(plan_file, out, 0.3, "--shard-index", "0", "--num-shards", "2")  # slow: still running when the second ends
-    second = start(plan_file, out, 0.02, "--shard-index", "1", "--num-shards", "2")
-    kill_when(first, out, images=total - shard_size + 6, timeout=120)
+    plan = SynthesisPlan.load(plan_file)
+    first_shard = [item for position, item in enumerate(plan.rows()) if position % 2 == 0]
+    out, blocked = tmp_path / "store", tmp_path / "blocked"
+    # the first writer stops for good at its third batch (its item 6), so it is still running when the second ends
+    first = start(plan_file, out, 0.0, "--shard-index", "0", "--num-shards", "2", FAKE_GENERATOR_BLOCK_AT=str(plan.seed_for(first_shard[6], 0)),
+                  FAKE_GENERATOR_BLOCKED_FILE=str(blocked))
+    second = start(plan_file, out, 0.0, "--shard-index", "1", "--num-shards", "2")
     finish(second)
-    assert len(SyntheticStore(out).manifest()) < total
+    kill_when_blocked(first, out, blocked, rows=total - len(first_shard) + 6)
+    assert len(SyntheticStore(out).manifest()) == total - len(first_shard) + 6
     rerun(plan_file, out, "--shard-index", "0", "--num-shards", "2")
     check_matches_reference(out, reference)
     assert list(out.glob("manifest.part-*")) == []  # merged by the last run's compaction
@@ -118,14 +136,7 @@ def test_sigkill_in_the_second_batch_keeps_the_first_and_the_rerun_generates_the
     out, blocked = tmp_path / "store", tmp_path / "blocked"
     process = start(plan_file, out, 0.0, batch_size=None, FAKE_GENERATOR_BLOCK_AT=str(plan.seed_for(second_batch_start, 0)),
                     FAKE_GENERATOR_BLOCKED_FILE=str(blocked))
-    deadline = time.monotonic() + 120
-    while not blocked.exists() or len(SyntheticStore(out).manifest()) < batch:  # in batch 2, batch 1 recorded meanwhile
-        assert process.poll() is None, f"generation ended before it could be killed: {process.stderr.read()}"
-        assert time.monotonic() < deadline, "the first batch was not recorded while the second was being generated"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.stderr.close()
+    kill_when_blocked(process, out, blocked, rows=batch)  # in batch 2, batch 1 recorded meanwhile
     assert len(SyntheticStore(out).manifest()) == batch
     capsys.readouterr()
     rerun(plan_file, out, batch_size=None)
