@@ -147,8 +147,9 @@ def test_plan_overgenerate_then_synaug_filter_on_the_command_line(tmp_path, clip
     fashion = write_fashion_mnist(tmp_path / "fashion", train_per_class=20, test_per_class=2)
     monkeypatch.setenv("SYNAUG_FASHION_MNIST", str(fashion))
     plan_file, store = tmp_path / "plan.json", tmp_path / "store"
-    code, _, err = run_cli(capsys, "plan", "--longtail", 5, "--max-per-class", 5, "--overgenerate", 2, "--out", plan_file)
+    code, stdout, err = run_cli(capsys, "plan", "--longtail", 5, "--max-per-class", 5, "--overgenerate", 2, "--out", plan_file)
     assert code == 0, err
+    assert "56 synthetic images (over-generated: `synaug filter` keeps the best 28)" in " ".join(stdout.split())
     plan = SynthesisPlan.load(plan_file)
     assert plan.total == 56 and plan.keep_counts.sum() == 28
     assert run_cli(capsys, "generate", "--plan", plan_file, "--out", store, "--generator", FAKE, "--no-progress")[0] == 0

@@ -463,11 +463,12 @@ def _print_plan(synthesis: SynthesisPlan) -> None:
     title = f"plan: {synthesis.strategy}" + (f" {synthesis.target}" if synthesis.target is not None else "") + (
         f" {synthesis.budget}" if synthesis.budget is not None else ""
     )
-    table = Table(title=Text(f"{title}, {synthesis.total} synthetic images"))
+    kept = "" if synthesis.keep_counts is None else f" (over-generated: `synaug filter` keeps the best {int(synthesis.keep_counts.sum())})"
+    table = Table(title=Text(f"{title}, {synthesis.total} synthetic images{kept}"))
     table.add_column("class")
     if grouped:
         table.add_column("group")
-    for name in ("real", "synthetic", "total"):
+    for name in ("real", "synthetic", "total" if synthesis.keep_counts is None else "total made"):
         table.add_column(name, justify="right")
     table.add_column("prompt")
     for class_id, class_name in enumerate(synthesis.class_names):
