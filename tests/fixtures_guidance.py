@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -62,12 +63,16 @@ def tiny_checkpoint(folder: Path, class_names: list[str], channels: int = 1, siz
 
 
 class SlowEmbedded(EmbeddedBackend):
-    """The embedded backend, sleeping ``delay`` seconds before each batch."""
+    """The embedded backend, sleeping ``delay`` seconds before each batch; a batch holding the seed
+    $FAKE_GENERATOR_BLOCK_AT creates the file $FAKE_GENERATOR_BLOCKED_FILE and waits until killed."""
 
     delay = 0.0
 
     def _generate_batch(self, prompts, seeds, **kwargs):
         time.sleep(self.delay)
+        if os.environ.get("FAKE_GENERATOR_BLOCK_AT") in {str(seed) for seed in seeds}:
+            Path(os.environ["FAKE_GENERATOR_BLOCKED_FILE"]).touch()
+            threading.Event().wait()
         return super()._generate_batch(prompts, seeds, **kwargs)
 
 

@@ -15,7 +15,7 @@ from synaug.generate.store import SyntheticStore
 from synaug.guidance import criteria
 from synaug.guidance.classifier import GAUSSIANS_FILE
 from synaug.guidance.criteria import CRITERIA, register_criterion
-from test_resume import check_matches_reference, kill_when, pngs, start
+from test_resume import check_matches_reference, kill_when_blocked, pngs, start
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
@@ -157,9 +157,12 @@ def test_guided_generation_killed_part_way_then_rerun_gives_the_uninterrupted_re
     code, _, err = run(["generate", "--plan", world["plan"], "--out", reference, "--batch-size", 3, "--no-progress", *extra], capsys)
     assert code == 0, err
     total = SyntheticStore(reference).plan.total
-    out = tmp_path / "store"
-    kill_when(start(world["plan"], out, 0.5, *extra), out, images=6, timeout=120)
-    assert 0 < len(SyntheticStore(out).manifest()) < total and len(pngs(out)) < total  # it really stopped part-way
+    out, blocked = tmp_path / "store", tmp_path / "blocked"
+    third_batch = list(SyntheticStore(reference).plan.rows())[6]  # stop for good there, once the first two are recorded
+    process = start(world["plan"], out, 0.0, *extra, FAKE_GENERATOR_BLOCK_AT=str(SyntheticStore(reference).plan.seed_for(third_batch, 0)),
+                    FAKE_GENERATOR_BLOCKED_FILE=str(blocked))
+    kill_when_blocked(process, out, blocked, rows=6)
+    assert len(SyntheticStore(out).manifest()) == 6 and len(pngs(out)) < total  # it really stopped part-way
     code, _, err = run(["generate", "--plan", world["plan"], "--out", out, "--batch-size", 3, "--no-progress", *extra], capsys)
     assert code == 0, err
     check_matches_reference(out, reference)

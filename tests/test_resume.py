@@ -37,18 +37,6 @@ def start(plan_file: Path, out: Path, delay: float, *extra: str, batch_size: str
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def kill_when(process: subprocess.Popen, out: Path, images: int, timeout: float = 60.0) -> None:
-    """SIGKILL ``process`` once ``out`` holds at least ``images`` PNGs."""
-    deadline = time.monotonic() + timeout
-    while len(pngs(out)) < images if out.is_dir() else True:
-        assert process.poll() is None, f"generation ended before it could be killed: {process.stderr.read()}"
-        assert time.monotonic() < deadline, "generation made no progress"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.stderr.close()
-
-
 def finish(process: subprocess.Popen) -> None:
     _, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
