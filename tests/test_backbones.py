@@ -16,6 +16,8 @@ from tiny_transformers import save_backbone
 from train_helpers import pattern_images
 
 from synaug.errors import SynaugError
+from synaug.guidance.classifier import fit_class_gaussians
+from synaug.guidance.criteria import resolve_criterion
 from synaug.train import build_model, load_checkpoint, save_checkpoint, train_classifier
 from synaug.train.backbones import BackboneClassifier, parameter_groups
 from synaug.train.crt import retrain_classifier
@@ -75,7 +77,7 @@ def test_parameter_groups_split_the_head_from_the_backbone(backbones):
     assert parameter_groups(model, 0.1, None)[1]["base_lr"] == 0.1
 
 
-def test_crt_and_dfr_run_on_backbone_features(backbones):
+def test_crt_dfr_and_hardness_run_on_backbone_features(backbones):
     data = pattern_images([20, 8, 4], size=16, seed=1)
     config = TrainConfig(model=f"hf:{backbones['dinov2']}", epochs=1, batch_size=16, lr=0.05, backbone_lr=0.01,
                          device="cpu", num_workers=0, channels_last=False)
@@ -89,6 +91,12 @@ def test_crt_and_dfr_run_on_backbone_features(backbones):
     assert features.shape == (len(data), result.model.feature_dim)
     fitted, report = dfr_retrain(result.model, data, result.normalizer, groups=groups, c_grid=[1.0], retrains=1)
     assert report["chosen_C"] == 1.0 and infer(fitted, data, result.normalizer).shape == (len(data), 3)
+    # the hardness criterion: class Gaussians on the backbone's features, differentiated back to the pixels
+    hardness = resolve_criterion("hardness", fit_class_gaussians(result.model, data, result.normalizer))
+    pixels = (torch.rand(4, 1, 16, 16) * 2 - 1).requires_grad_()
+    features = result.model.features(result.normalizer.from_signed(pixels))
+    hardness(result.model.classifier(features), features, torch.tensor([0, 1, 2, 0])).sum().backward()
+    assert torch.isfinite(pixels.grad).all() and pixels.grad.abs().sum() > 0
 
 @pytest.mark.parametrize(
     ("kind", "channels", "size", "resolution", "expected"),
