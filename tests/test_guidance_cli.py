@@ -123,7 +123,7 @@ def test_loss_guidance_on_stable_diffusion_from_real_reference_images(world, tmp
         (["--feedback", "entropy"], False, "--feedback needs --feedback-classifier"),
         ([], True, "--feedback-classifier sets up feedback guidance; add --feedback"),
         (["--feedback-scale", "0.1"], False, "--feedback-scale sets up feedback guidance; add --feedback"),
-        (["--feedback", "entropy", "--feedback-scale", "inf"], True, "feedback scale inf must be a finite non-negative number"),
+        (["--feedback", "entropy", "--feedback-scale", "inf"], True, "--feedback-scale is inf; give a finite number"),
         (["--feedback", "entropy", "--feedback-window", "half"], True, "--feedback-window 'half' is not START:STOP"),
         (["--feedback", "entropy", "--feedback-window", "0.95:1", "--feedback-every", "5"], True, "every 5 steps, guides none of the generator's"),
         (["--feedback", "entropy", "--feedback-window", "0.5:0.2"], True, "hook window start=0.5, stop=0.2"),

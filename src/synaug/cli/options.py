@@ -32,5 +32,6 @@ def build_options(cls: type[T], values: dict[str, Any], config: Path | str | Non
         raise SynaugError(f"{where}: {str(exc).replace('options.', '', 1)}") from None
     hints = typing.get_type_hints(cls)
     for option in dataclasses.fields(cls):
-        setattr(options, option.name, coerce_value(getattr(options, option.name), hints[option.name], f"{where}: {option.name}"))
+        name = f"{where}: {option.name}" if config is not None else "--" + option.name.replace("_", "-")
+        setattr(options, option.name, coerce_value(getattr(options, option.name), hints[option.name], name))
     return options
