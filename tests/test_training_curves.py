@@ -53,6 +53,17 @@ def test_bad_tensorboard_settings_are_one_line_errors(monkeypatch):
     assert "\n" not in str(error.value)
 
 
+def test_a_checkpoint_trained_with_tensorboard_loads_without_the_package(tmp_path, monkeypatch):
+    from synaug.train.checkpoint import load_train_result
+
+    config = TrainConfig(**{**FAST, "epochs": 1}, tensorboard=str(tmp_path / "tb"))
+    save_checkpoint(train_classifier(pattern_images(10), config, progress=False), tmp_path / "run" / "checkpoint")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real_find_spec(name, *a))
+    loaded = load_train_result(tmp_path / "run")
+    assert loaded.config.tensorboard is None and loaded.config.epochs == 1
+
+
 def history(losses: list[float]) -> list[dict]:
     return [{"epoch": i + 1, "loss": loss, "accuracy": 1 - loss / 3} for i, loss in enumerate(losses)]
 

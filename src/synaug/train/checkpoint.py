@@ -76,7 +76,7 @@ def result_from_checkpoint(model: nn.Module, normalizer: Normalizer, meta: dict[
         model=model,
         history=meta.get("history", []),
         normalizer=normalizer,
-        config=TrainConfig(**meta["train_config"]),
+        config=_saved_config(meta),
         class_names=list(meta["class_names"]),
         train_counts=np.asarray(meta["train_counts"]),
         synthetic_counts=np.asarray(meta["synthetic_counts"]),
@@ -84,6 +84,12 @@ def result_from_checkpoint(model: nn.Module, normalizer: Normalizer, meta: dict[
         image_shape=(channels, *[int(s) for s in meta["image_size"]]),
         seconds=float(meta.get("train_seconds", 0.0)),
     )
+
+
+def _saved_config(meta: dict[str, Any]) -> TrainConfig:
+    """The checkpoint's training settings; where it wrote TensorBoard files is dropped, so loading never
+    needs the tensorboard package (it never shapes the model)."""
+    return TrainConfig(**{**meta["train_config"], "tensorboard": None})
 
 
 def run_folder(checkpoint: Path) -> Path:
@@ -146,19 +152,4 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
 
 def load_train_result(folder: str | Path, device: str | torch.device = "cpu") -> TrainResult:
     """A checkpoint as the :class:`TrainResult` that was saved (model on ``device``), ready to use or save again."""
-    from synaug.train.trainer import TrainConfig
-
-    model, normalizer, meta = load_checkpoint(folder, device)
-    channels = int(meta["in_channels"])
-    return TrainResult(
-        model=model,
-        history=meta.get("history", []),
-        normalizer=normalizer,
-        config=TrainConfig(**meta["train_config"]),
-        class_names=list(meta["class_names"]),
-        train_counts=np.asarray(meta["train_counts"]),
-        synthetic_counts=np.asarray(meta["synthetic_counts"]),
-        sample_counts=dict(meta["sample_counts"]),
-        image_shape=(channels, *[int(s) for s in meta["image_size"]]),
-        seconds=float(meta.get("train_seconds", 0.0)),
-    )
+    return result_from_checkpoint(*load_checkpoint(folder, device))
