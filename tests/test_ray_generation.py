@@ -240,15 +240,17 @@ def test_a_driver_killed_at_an_item_is_finished_by_a_rerun(cluster, planned, fau
     command = [sys.executable, "-m", "synaug", "generate", "--plan", str(plan_file), "--out", str(out), "--generator", FAULTY,
                "--batch-size", "3", "--ray-address", cluster, "--workers", "2", "--cpus-per-worker", "0.5", "--no-progress"]
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (folder / "try-0").exists():  # a worker has reached the item, and stalls there
-        assert driver.poll() is None, f"the driver ended before it could be killed: {driver.stderr.read()}"
-        assert time.monotonic() < deadline, "the driver never reached the item"
-        time.sleep(0.05)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
-    driver.stderr.close()
-    wait_until_gone({pid for pid, _ in ray_faults.batches(folder)})  # Ray ends the dead driver's workers
+    try:  # a loaded machine can take minutes to start a second driver and its workers
+        deadline = time.monotonic() + 300
+        while not (folder / "try-0").exists():  # a worker has reached the item, and stalls there
+            assert driver.poll() is None, f"the driver ended before it could be killed: {driver.stderr.read()}"
+            assert time.monotonic() < deadline, "the driver never reached the item"
+            time.sleep(0.05)
+    finally:  # also when the test fails: a driver left running would take the next test's fault
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        driver.stderr.close()
+    wait_until_gone({pid for pid, _ in ray_faults.batches(folder)}, timeout=300)  # Ray ends the dead driver's workers
     assert len(SyntheticStore(out).manifest()) < plan.total
     assert main(["generate", "--plan", str(plan_file), "--out", str(out), "--generator", FAULTY, "--batch-size", "3",
                  "--ray", "--workers", "2", "--cpus-per-worker", "0.5", "--no-progress"]) == 0
