@@ -9,6 +9,7 @@ from data_writers import write_fashion_mnist
 from fixtures_exemplars import build_tiny_ip_adapter
 from fixtures_generation import FASHION_CLASSES, build_tiny_embedded, build_tiny_sd, single_thread_torch  # noqa: F401 (fixture)
 from fixtures_guidance import tiny_checkpoint
+from cli_helpers import fails, run
 from synaug.cli import main
 from synaug.data.registry import load_index
 from synaug.generate.store import SyntheticStore
@@ -34,19 +35,6 @@ def world(tmp_path_factory):
         "checkpoint": tiny_checkpoint(root / "classifier" / "checkpoint", FASHION_CLASSES),
     }
     patch.undo()
-
-
-def run(argv, capsys) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def fails(argv, capsys) -> str:
-    code, _, err = run(argv, capsys)
-    assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    return err.strip()
 
 
 def generate(world, out, *extra, generator: str = "embedded"):

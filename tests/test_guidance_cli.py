@@ -10,6 +10,7 @@ import yaml
 from data_writers import write_fashion_mnist
 from fixtures_generation import FASHION_CLASSES, build_tiny_embedded, build_tiny_sd, single_thread_torch  # noqa: F401 (fixture)
 from fixtures_guidance import tiny_checkpoint
+from cli_helpers import fails, run
 from synaug.cli import main
 from synaug.generate.store import SyntheticStore
 from synaug.guidance import criteria
@@ -39,19 +40,6 @@ def world(tmp_path_factory):
         "embedded": build_tiny_embedded(root / "tiny-embedded"),
     }
     patch.undo()
-
-
-def run(argv, capsys) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def fails(argv, capsys) -> str:
-    code, _, err = run(argv, capsys)
-    assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    return err.strip()
 
 
 def generate(world, out, *extra, classifier: bool = True):
