@@ -24,7 +24,7 @@ import ray_faults
 from fake_generator import FakeGenerator
 from synaug.cli import main
 from synaug.errors import SynaugError
-from synaug.generate import distributed
+from synaug.generate import distributed, ray_cluster
 from synaug.generate.distributed import generate_plan_on_ray
 from synaug.generate.retry import RetryPolicy
 from synaug.generate.runner import generate_plan
@@ -54,7 +54,7 @@ def cluster(fault_file) -> str:
         patch.setenv("RAY_FAULTS", str(fault_file))
         for tries_left in reversed(range(3)):  # Ray gives its raylet a fixed 30 s to start, which a loaded machine can miss
             try:
-                ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+                ray_cluster.start_local(num_cpus=2, logging_level=logging.WARNING)
                 break
             except Exception as exc:
                 ray.shutdown()
@@ -131,6 +131,16 @@ def check_matches_reference(out: Path, reference: Path) -> None:
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {p.relative_to(root).as_posix(): (p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*") if p.is_file()}
+
+
+@ray.remote(num_cpus=0.5)
+def _niceness() -> int:
+    return os.nice(0)
+
+
+def test_workers_of_a_local_cluster_run_at_the_drivers_priority(cluster):
+    """Ray's default (workers niced by 15) lets any busy process on the machine starve generation."""
+    assert ray.get(_niceness.remote()) == os.nice(0)
 
 
 def test_two_workers_match_a_single_process_run_and_a_rerun_changes_nothing(cluster, planned, tmp_path):

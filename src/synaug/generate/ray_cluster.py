@@ -9,6 +9,18 @@ from typing import Mapping
 from synaug.errors import SynaugError
 
 
+# Ray lowers its workers' priority by default (niceness 15), so any normal-priority job on the machine
+# starves them; a local cluster started by synaug runs its workers at the driver's priority instead.
+LOCAL_CLUSTER_CONFIG = {"worker_niceness": 0}
+
+
+def start_local(num_cpus: int | None = None, **options) -> None:
+    """Start a local Ray cluster whose workers run at the driver's priority (see ``LOCAL_CLUSTER_CONFIG``)."""
+    import ray
+
+    ray.init(num_cpus=num_cpus, include_dashboard=False, _system_config=LOCAL_CLUSTER_CONFIG, **options)
+
+
 def connect(address: str | None) -> bool:
     """Join the cluster at ``address`` ($RAY_ADDRESS when None), or start a local one; True when we started Ray here."""
     import ray
@@ -21,7 +33,7 @@ def connect(address: str | None) -> bool:
         if address:
             ray.init(address=address, **options)
         else:
-            ray.init(include_dashboard=False, **options)
+            start_local(**options)
     except ConnectionError as exc:
         raise SynaugError(
             f"cannot join the Ray cluster at {address} ({exc}); check the address, and for a cluster with token "
