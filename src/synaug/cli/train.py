@@ -42,7 +42,7 @@ from synaug.generate.store import SyntheticStore
 from synaug.outputs import check_writable_folder
 from synaug.train import RECIPES, TrainConfig, infer, load_checkpoint, retrain_classifier, save_checkpoint, train_classifier
 from synaug.train.checkpoint import checkpoint_folder, run_folder
-from synaug.train.crt import SOURCES
+from synaug.train.crt import SOURCES, CrtSettings
 from synaug.train.distributed import is_main_process
 
 console = Console(highlight=False)
@@ -71,10 +71,10 @@ class TrainOptions(TrainConfig, DatasetOptions):
     test_split: str = "test"
     test_list_file: str | None = None
     crt: bool = False
-    crt_epochs: int = 10
-    crt_lr: float = 0.1
-    crt_batch_size: int = 128
-    crt_source: str = "real"
+    crt_epochs: int = CrtSettings.epochs
+    crt_lr: float = CrtSettings.lr
+    crt_batch_size: int = CrtSettings.batch_size
+    crt_source: str = CrtSettings.source
     many_threshold: int = MANY_THRESHOLD
     few_threshold: int = FEW_THRESHOLD
     out: str | None = None

@@ -60,6 +60,7 @@ from synaug.generate.exemplars import ExemplarSpec
 from synaug.guidance.feedback import DEFAULT_EVERY, DEFAULT_PATH, DEFAULT_SCALE, DEFAULT_START, DEFAULT_STOP
 from synaug.pipeline.checks import check_run_config, nearest
 from synaug.plan.prompts import PromptSources
+from synaug.train.crt import CrtSettings
 from synaug.train.dfr import DFR_C_GRID, DFR_RETRAINS
 from synaug.train.group_dro import DRO_STEP_SIZE, DRO_WEIGHT_DECAY
 from synaug.train.trainer import RECIPES as TRAIN_RECIPES
@@ -235,14 +236,8 @@ class TrainSection(TrainConfig):
 
 
 @dataclass
-class CrtSection:
+class CrtSection(CrtSettings):
     """Classifier re-training (:func:`synaug.train.retrain_classifier`) for the recipes that use it."""
-
-    source: str = "real"
-    epochs: int = 10
-    lr: float = 0.1
-    batch_size: int = 128
-    weight_decay: float = 5e-4
 
 
 @dataclass

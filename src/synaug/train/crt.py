@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -63,16 +64,27 @@ class ClassBalancedSampler:
         return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=self.generator)
 
 
+@dataclass
+class CrtSettings:
+    """cRT's settings and their defaults, declared once for the API, the run config and the CLI."""
+
+    source: str = "real"
+    epochs: int = 10
+    lr: float = 0.1
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+
+
 def retrain_classifier(
     model: nn.Module,
     data: LabeledImages,
     normalizer: Normalizer,
-    epochs: int = 10,
-    batch_size: int = 128,
-    lr: float = 0.1,
-    weight_decay: float = 5e-4,
+    epochs: int = CrtSettings.epochs,
+    batch_size: int = CrtSettings.batch_size,
+    lr: float = CrtSettings.lr,
+    weight_decay: float = CrtSettings.weight_decay,
     seed: int = 0,
-    source: str = "real",
+    source: str = CrtSettings.source,
 ) -> nn.Module:
     """A copy of ``model`` whose ``classifier`` was re-initialised and re-trained class-balanced.
 
