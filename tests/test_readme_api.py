@@ -16,6 +16,7 @@ SMALL = {  # the README's sizes -> a few images and one epoch on the tiny Fashio
     "imbalance_factor=100, max_per_class=500": "imbalance_factor=4, max_per_class=4",
     "epochs=30": "epochs=1",
     "epochs=10": "epochs=1",
+    'classifier="reference"': 'classifier="classifier/"',  # the first script's checkpoint instead of 30 epochs on 5,000 images
 }
 
 
@@ -39,7 +40,7 @@ def test_the_readme_python_api_scripts_run_as_printed(tmp_path, monkeypatch, cap
     tiny_fashion(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     scripts = readme_scripts()
-    assert len(scripts) == 2, "the README's Python API section shows the SYNAuG script and its FG variant"
+    assert len(scripts) == 3, "the README's Python API section shows the SYNAuG script, its FG variant and its filtered variant"
     whole = "\n".join(scripts)
     assert all(documented in whole for documented in SMALL), "a documented size changed; update SMALL with it"
     namespace: dict = {}
@@ -51,3 +52,8 @@ def test_the_readme_python_api_scripts_run_as_printed(tmp_path, monkeypatch, cap
     exec(compile(small(scripts[1]), "README.md: Python API (FG)", "exec"), namespace)
     assert re.fullmatch(r"FG top-1 \d+\.\d\n", capsys.readouterr().out)
     assert SyntheticStore(tmp_path / "synthetic-fg").info["settings"]["hooks"][0]["criterion"] == "entropy"
+    exec(compile(small(scripts[2]), "README.md: Python API (filter)", "exec"), namespace)
+    kept, top1 = capsys.readouterr().out.splitlines()
+    needed = {name: int(n) for name, n in namespace["filtering"].sampling_strategy_.items() if n}
+    assert kept == str({name: f"{n} of {2 * n}" for name, n in needed.items()}) and re.fullmatch(r"filtered top-1 \d+\.\d", top1)
+    assert SyntheticStore(tmp_path / "synthetic-filtered").manifest()["filter_confidence"].notna().all()

@@ -24,6 +24,7 @@ import synaug.runtime  # noqa: E402,F401  (keeps freed memory for reuse: see its
 _EXPORTS = {
     "Classifier": "synaug.api.classifier",
     "ExemplarSpec": "synaug.generate.exemplars",
+    "FilterSpec": "synaug.filters.spec",
     "Guidance": "synaug.api.resampler",
     "LabeledImages": "synaug.data.dataset",
     "SynaugError": "synaug.errors",

@@ -4,12 +4,15 @@
 by ``fit_resample``); ``fit_resample(dataset)`` plans the synthetic images
 (:mod:`synaug.plan`), generates what its store lacks (:func:`synaug.generate.runner.generate_plan`)
 and returns the real images followed by the synthetic ones (``is_synthetic`` set). Given a
-:class:`Guidance` it makes feedback-guided images (FG) through the same steps.
+:class:`Guidance` it makes feedback-guided images (FG) through the same steps; given a
+:class:`~synaug.filters.FilterSpec` it over-generates by the spec's factor and keeps the best
+images of every class (:func:`synaug.filters.filter_store`).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -17,13 +20,16 @@ from typing import TYPE_CHECKING, Any, Callable
 from sklearn.base import BaseEstimator
 
 from synaug.data.dataset import LabeledImages
-from synaug.errors import SynaugError
+from synaug.errors import SynaugError, SynaugWarning
+from synaug.filters.reference import DEFAULT_CACHE
+from synaug.filters.spec import FilterSpec
 from synaug.generate.exemplars import ExemplarSpec
 from synaug.guidance.feedback import DEFAULT_EVERY, DEFAULT_SCALE
-from synaug.plan.planner import STRATEGIES, SynthesisPlan, plan_for_dataset
+from synaug.plan.planner import STRATEGIES, SynthesisPlan, overgenerate, plan_for_dataset
 from synaug.plan.prompts import TEMPLATE_SETS
 
 if TYPE_CHECKING:
+    from synaug.filters.select import FilterResult
     from synaug.generate.backends.base import Generator
     from synaug.generate.runner import GenerationSummary
     from synaug.guidance.feedback import FeedbackGuidance
@@ -111,14 +117,21 @@ class SyntheticOverSampler(BaseEstimator):
     exemplars : an :class:`~synaug.generate.exemplars.ExemplarSpec` making each image from a real
         image of its class (or cell) in the dataset: img2img at its ``strength``, or through an
         IP-Adapter / unCLIP embedding; None: from text only.
+    filter : a :class:`~synaug.filters.FilterSpec` (or a mapping of its fields, as a run
+        config's ``filter:`` section) scoring every synthetic image by CLIP and/or a
+        classifier's confidence; with ``overgenerate`` F it makes F times the images each class
+        needs and keeps the needed number of the best. Scores and decisions go to the store's
+        ``filter.parquet``; only kept images are returned. None: every image is used.
     class_prompt_names : write a class differently in prompts ({"T-shirt/top": "t-shirt"}).
     negative_prompt : prompt for the unconditional branch of classifier-free guidance.
     overwrite : replace a store made by another plan or generator instead of refusing it.
     progress : show a progress bar.
 
-    After ``fit_resample``: ``plan_`` (the :class:`~synaug.plan.SynthesisPlan`),
-    ``sampling_strategy_`` (synthetic images per class or cell), ``summary_`` (what the
-    generation did; None when nothing was needed).
+    After ``fit_resample``: ``plan_`` (the :class:`~synaug.plan.SynthesisPlan`, over-generated
+    with a filter's factor), ``sampling_strategy_`` (synthetic images per class or cell that
+    the result holds when the filter keeps enough), ``summary_`` (what the generation did; None
+    when nothing was needed), ``filter_`` (the :class:`~synaug.filters.FilterResult`: images
+    scored and kept per class or cell; None without a filter).
 
     >>> sampler = synaug.SyntheticOverSampler("embedded", store="synthetic/")  # doctest: +SKIP
     >>> balanced = sampler.fit_resample(train)  # doctest: +SKIP
@@ -133,6 +146,7 @@ class SyntheticOverSampler(BaseEstimator):
         "random_state": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative int, the seed every image derives from"),
         "guidance": (lambda v: v is None or isinstance(v, Guidance), "None or a synaug.Guidance"),
         "exemplars": (lambda v: v is None or isinstance(v, ExemplarSpec), "None or a synaug.ExemplarSpec, e.g. ExemplarSpec('real', strength=0.5)"),
+        "filter": (lambda v: v is None or isinstance(v, (FilterSpec, Mapping)), "None, a synaug.FilterSpec or a mapping of its fields, e.g. FilterSpec(classifier='reference', overgenerate=2)"),
         "class_prompt_names": (lambda v: v is None or isinstance(v, Mapping), "None or a mapping of class name to prompt name"),
         "negative_prompt": (lambda v: v is None or isinstance(v, str), "None or a prompt"),
         "overwrite": (lambda v: isinstance(v, bool), "True or False"),
@@ -150,6 +164,7 @@ class SyntheticOverSampler(BaseEstimator):
         random_state: int = 0,
         guidance: Guidance | None = None,
         exemplars: ExemplarSpec | None = None,
+        filter: FilterSpec | Mapping | None = None,
         class_prompt_names: Mapping[str, str] | None = None,
         negative_prompt: str | None = None,
         overwrite: bool = False,
@@ -163,6 +178,7 @@ class SyntheticOverSampler(BaseEstimator):
         self.random_state = random_state
         self.guidance = guidance
         self.exemplars = exemplars
+        self.filter = filter
         self.class_prompt_names = class_prompt_names
         self.negative_prompt = negative_prompt
         self.overwrite = overwrite
@@ -177,28 +193,43 @@ class SyntheticOverSampler(BaseEstimator):
         self._check_params()
         if not isinstance(dataset, LabeledImages):
             raise SynaugError(f"fit_resample takes a synaug LabeledImages dataset, not a {type(dataset).__name__}; load it with synaug.load_dataset.")
+        spec = self._filter_spec()
         self.plan_ = self.make_plan(dataset)
-        self.sampling_strategy_ = dict(zip(self._cell_names(self.plan_), self.plan_.synthetic_counts.ravel().tolist()))
-        self.summary_ = None
+        final = self.plan_.synthetic_counts if self.plan_.keep_counts is None else self.plan_.keep_counts
+        self.sampling_strategy_ = dict(zip(self._cell_names(self.plan_), final.ravel().tolist()))
+        self.summary_ = self.filter_ = None
         if self.plan_.total == 0:
             return dataset
+        steps = None if spec is None else spec.steps(DEFAULT_CACHE, progress=self.progress)  # a bad checkpoint fails before generating
         self.summary_ = self._generate(self.plan_, dataset)
-        from synaug.generate.store import SyntheticStore
+        from synaug.generate.store import FILTER_FILE, SyntheticStore
         from synaug.pipeline.ablations import build_training_set
 
-        synthetic = SyntheticStore(self.store).load(dataset.class_names, dataset.group_names, in_memory=dataset.in_memory)
+        store = SyntheticStore(self.store)
+        if steps is not None:
+            from synaug.filters.select import filter_store
+
+            self.filter_ = filter_store(store, steps)
+        elif (store.root / FILTER_FILE).is_file():
+            warnings.warn(
+                f"{store.root} holds the decisions of an earlier filter, which decide the images used; pass that filter "
+                "again, or overwrite=True to start the store afresh.", SynaugWarning, stacklevel=2,
+            )
+        synthetic = store.load(dataset.class_names, dataset.group_names, in_memory=dataset.in_memory)
         return build_training_set("fill", dataset, synthetic)
 
     def make_plan(self, dataset: LabeledImages) -> SynthesisPlan:
-        """The synthesis plan ``fit_resample`` runs for ``dataset`` (nothing is generated)."""
+        """The synthesis plan ``fit_resample`` runs for ``dataset``, over-generated by the filter's factor (nothing is generated)."""
         self._check_params()
+        spec = self._filter_spec()
         strategy, target, budget = self._strategy(dataset)
         templates = None if self.templates is None or isinstance(self.templates, str) else list(self.templates)
-        return plan_for_dataset(
+        plan = plan_for_dataset(
             dataset, strategy, target=target, budget=budget, templates=templates,
             template_set=self.templates if isinstance(self.templates, str) else None, descriptions=self.descriptions,
             class_prompt_names=self.class_prompt_names, negative_prompt=self.negative_prompt, seed=self.random_state,
         )
+        return plan if spec is None or spec.overgenerate == 1 else overgenerate(plan, spec.overgenerate)
 
     # ---- the steps -----------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -207,6 +238,22 @@ class SyntheticOverSampler(BaseEstimator):
             value = getattr(self, name)
             if not accepts(value):
                 raise SynaugError(f"SyntheticOverSampler {name}={value!r} is not valid; give {expected}.")
+
+    def _filter_spec(self) -> FilterSpec | None:
+        """The ``filter`` parameter as a checked :class:`FilterSpec` (a mapping is read like a run config's section)."""
+        if self.filter is None:
+            return None
+        spec = self.filter
+        if isinstance(spec, Mapping):
+            from synaug.config import from_dict
+
+            try:
+                spec = from_dict(FilterSpec, dict(spec), where="filter")
+            except SynaugError as exc:
+                raise SynaugError(f"SyntheticOverSampler filter: {exc}") from None
+        if not spec.active:
+            raise SynaugError("SyntheticOverSampler filter sets no filter; give clip or classifier (e.g. classifier='reference'), or filter=None.")
+        return spec
 
     def _strategy(self, dataset: LabeledImages) -> tuple[str | dict, int | None, int | None]:
         """(strategy or final counts, target, budget) for :func:`plan_for_dataset`."""

@@ -31,6 +31,9 @@ class FilterSpec:
     confidence_threshold, confidence_keep_best : the classifier step's rule.
     overgenerate : make this many times the images needed and keep the best (1: off).
     device : where the scorers run.
+
+    >>> spec = synaug.FilterSpec(classifier="reference", overgenerate=2)  # doctest: +SKIP
+    >>> sampler = synaug.SyntheticOverSampler("embedded", store="synthetic/", filter=spec)  # doctest: +SKIP
     """
 
     clip: str | None = None
