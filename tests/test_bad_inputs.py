@@ -18,6 +18,7 @@ import pytest
 import torch
 from data_writers import write_fashion_mnist, write_image
 from fake_generator import FakeGenerator
+from fixtures_exemplar_generator import build_tiny_exemplar_embedded
 from fixtures_guidance import tiny_checkpoint
 
 from synaug.cli import main
@@ -86,6 +87,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
         "fashion": fashion, "plan": plan_file, "digits": digits, "failed": failed.root, "not_store": not_store, "images": images,
         "train_list": root / "train.txt", "test_list": root / "test.txt", "corrupt": corrupt.parent, "blocker": blocker,
         "checkpoint": tiny_checkpoint(root / "checkpoint", FASHION_MNIST_CLASSES), "missing": root / "no-such-thing", **paths,
+        "exemplar_generator": build_tiny_exemplar_embedded(root / "exemplar-generator"),
     }
 
 
@@ -164,6 +166,18 @@ CASES = [
     ("generate-guidance-1e9", [*GEN, "--guidance", "1e9"], "guidance scale 1e+09 is outside [0, 30]"),
     ("generate-guidance-negative", [*GEN, "--guidance", "-2"], "guidance scale -2 is outside [0, 30]"),
     ("generate-steps-zero", [*GEN, "--steps", "0"], "use at least 1 sampling step"),
+    ("generate-exemplar-generator-on-unknown-classes",
+     ["generate", "--plan", "{digits}", "--out", "{out}", "--generator", "{exemplar_generator}", "--reference", "real"],
+     "the prompts of one, eight name none of these"),
+    ("generate-exemplar-generator-strength-zero", [*GEN, "--generator", "{exemplar_generator}", "--reference", "real", "--strength", "0"],
+     "strength 0.0 must lie in (0, 1]"),
+    ("generator-check-strength-above-one", ["generator", "check", "--out", "{out}", "--generator", "{exemplar_generator}", "--strength", "1.5"],
+     "--strength 1.5 must lie in (0, 1]"),
+    ("generator-check-strength-without-exemplars", ["generator", "check", "--out", "{out}", "--strength", "0.5"],
+     "--strength shapes how exemplars enter the images, and none are given; add --exemplars real"),
+    ("generator-check-unknown-exemplars", ["generator", "check", "--out", "{out}", "--exemplars", "photos"], "--exemplars 'photos' is not known"),
+    ("generator-train-exemplar-grid-zero", ["generator", "train", "--out", "{out}", "--exemplar-grid", "0"],
+     "exemplar_grid, exemplar_neighbours and exemplar_hidden must each be at least 1"),
 ]
 
 

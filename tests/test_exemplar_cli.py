@@ -74,7 +74,7 @@ def test_ip_adapter_with_feedback_guidance_from_the_command_line(world, tmp_path
         (["--reference", "real", "--strength", 0], "embedded", "strength 0.0 must lie in (0, 1]"),
         (["--strength", 0.3], "embedded", "strength shapes how exemplars enter the images, and none are given; add them (--reference real"),
         (["--ip-adapter", "x.safetensors"], "sd", "ip_adapter shapes how exemplars enter the images"),
-        (["--reference", "real", "--ip-adapter", "adapter"], "embedded", "embedded generators take exemplars by img2img (strength) only"),
+        (["--reference", "real", "--ip-adapter", "adapter"], "embedded", "embedded generators take exemplars by img2img (strength) only, or through their own encoder"),
         (["--reference", "real", "--noise-level", 10], "sd", "applies to Stable unCLIP checkpoints"),
         (["--reference", "images"], "embedded", "--reference 'images' is not known; use real"),
     ],

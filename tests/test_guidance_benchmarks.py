@@ -63,3 +63,19 @@ def test_fg_diagnostics_describe_every_store_of_a_run(capsys, tmp_path, monkeypa
     for row in figures.values():
         assert 0 <= row["few"]["oracle_accuracy"] <= 100 and row["few"]["nn_distance"] > 0 and row["all"]["ce_entropy"] > 0
     assert "What guidance did" in capsys.readouterr().out
+
+
+def test_exemplar_routes_cost_benchmark_times_every_route(capsys, tmp_path, monkeypatch):
+    from data_writers import write_fashion_mnist
+    from fixtures_exemplar_generator import build_tiny_exemplar_embedded
+
+    monkeypatch.setenv("SYNAUG_FASHION_MNIST", str(write_fashion_mnist(tmp_path / "fashion", train_per_class=40, test_per_class=1)))
+    argv = ["--generator", str(build_tiny_embedded(tmp_path / "g")), "--exemplar-generator", str(build_tiny_exemplar_embedded(tmp_path / "e")),
+            "--checkpoint", str(tiny_checkpoint(tmp_path / "checkpoint", FASHION_CLASSES)), "--images", "2", "--steps", "2",
+            "--repeats", "1", "--strengths", "0.5,1", "--max-per-class", "10", "--imbalance-factor", "2"]
+    ratios = load("exemplar_routes_cost").main(argv)
+    routes = ["plain", "img2img 0.5", "img2img 1", "exemplar-conditioned"]
+    assert list(ratios) == routes + [f"{route} + FG" for route in routes]
+    assert ratios["plain"] == 1.0  # each ratio is over the plain run of the same round
+    out = capsys.readouterr().out
+    assert "img2img 0.5 " in out and "exemplar-conditioned + FG" in out

@@ -236,7 +236,7 @@ def generate(
     feedback_data: Annotated[Optional[str], typer.Option("--feedback-data", help="Real data for the hardness Gaussians: index file (.json) or `synaug plan` options YAML (default: --real-data).")] = None,
     reference: Annotated[Optional[str], typer.Option("--reference", help="real: make each image from an exemplar, a real image of its class (or cell) from --real-data, picked by a seeded rule and recorded in the manifest.")] = None,
     real_data: Annotated[Optional[str], typer.Option("--real-data", help="The plan's real data: index file (.json) of `synaug data longtail` or the options YAML given to `synaug plan`.")] = None,
-    strength: Annotated[Optional[float], typer.Option("--strength", help=f"With --reference: fraction of the steps re-run from the noised exemplar, in (0, 1] (default: {DEFAULT_STRENGTH}; 1 with --ip-adapter or an unCLIP checkpoint).")] = None,
+    strength: Annotated[Optional[float], typer.Option("--strength", help=f"With --reference: fraction of the steps re-run from the noised exemplar, in (0, 1] (default: {DEFAULT_STRENGTH}; 1 with --ip-adapter, an unCLIP checkpoint or an exemplar-conditioned embedded generator).")] = None,
     ip_adapter: Annotated[Optional[str], typer.Option("--ip-adapter", help="With --reference and a Stable Diffusion checkpoint: condition on the exemplar's embedding with this IP-Adapter (weight file, folder, or ORG/REPO/PATH/FILE).")] = None,
     ip_adapter_scale: Annotated[Optional[float], typer.Option("--ip-adapter-scale", help="Weight of the IP-Adapter's attention (default: 1).")] = None,
     noise_level: Annotated[Optional[int], typer.Option("--noise-level", help="Stable unCLIP: noise added to the exemplar's embedding (default: 0).")] = None,

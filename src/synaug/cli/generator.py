@@ -9,6 +9,7 @@ import typer
 
 from synaug.config import from_dict, load_yaml
 from synaug.errors import SynaugError
+from synaug.generate.exemplars import check_exemplar_source, check_strength
 
 app = typer.Typer(no_args_is_help=True, help="Train and check embedded text-to-image generators.")
 
@@ -65,6 +66,11 @@ def train(
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the UNet."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
     init_from: Optional[str] = typer.Option(None, help="Start from an exported model folder's weights."),
+    warmup_steps: Optional[int] = typer.Option(None, help="Steps of linear learning-rate warm-up (default: 500)."),
+    ema_decay: Optional[float] = typer.Option(None, help="Decay of the exported EMA weights (default: 0.9995; ~0.99 for a few hundred steps)."),
+    exemplar_grid: Optional[int] = typer.Option(None, help="Train an exemplar-conditioned generator: a real image of the class, pooled to GRID x GRID, is a second condition (e.g. 7)."),
+    exemplar_neighbours: Optional[int] = typer.Option(None, help="Each target's exemplar is one of its N nearest other images of its class (default: 25)."),
+    exemplar_dropout: Optional[float] = typer.Option(None, help="Fraction of steps without an exemplar, so the model also works from text alone (default: 0.2)."),
     config: Optional[Path] = typer.Option(None, help="YAML file with GeneratorTrainConfig keys (options override it)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
@@ -86,6 +92,11 @@ def train(
         "compile": compile,
         "seed": seed,
         "init_from": init_from,
+        "warmup_steps": warmup_steps,
+        "ema_decay": ema_decay,
+        "exemplar_grid": exemplar_grid,
+        "exemplar_neighbours": exemplar_neighbours,
+        "exemplar_dropout": exemplar_dropout,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     data = training_data(dataset, root, size, channels)
@@ -109,6 +120,8 @@ def check(
     dtype: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (GPU); auto: bf16 where the device runs it natively, else fp32."),
     device: str = typer.Option("cpu", help="auto (CUDA when available) | cpu | cuda | cuda:N."),
     seed: int = typer.Option(0, help="Seed of the generated images and the oracle."),
+    exemplars: Optional[str] = typer.Option(None, help="real: make each image from a real image of its class the generator never saw (the oracle's training images), and add the closeness and no-copying figures (default: real for an exemplar-conditioned generator)."),
+    strength: Optional[float] = typer.Option(None, help="Fraction of the sampling steps re-run from the noised exemplar, in (0, 1] (default: the generator's)."),
 ) -> None:
     """Quality gate: recognisability, diversity and memorisation of a generator's images (exit status 1 when it fails)."""
     from synaug.generate.loading import load_generator
@@ -119,8 +132,15 @@ def check(
     worlds = {"fashion-mnist": False, "colored-fashion-mnist": True}
     if world not in worlds:
         raise SynaugError(f"unknown world '{world}'; use one of {', '.join(worlds)}.")
-    sampler = {"scheduler": scheduler, "steps": steps, "guidance_scale": guidance, "dtype": dtype, "device": device}
+    check_exemplar_source(exemplars, "--exemplars")
+    if strength is not None:
+        check_strength(strength, "--strength")
+    sampler = {"scheduler": scheduler, "steps": steps, "guidance_scale": guidance, "dtype": dtype, "device": device, "strength": strength}
     backend = load_generator(generator, **{k: v for k, v in sampler.items() if v is not None})
+    if exemplars is None and getattr(backend, "exemplar_condition", None) is not None:
+        exemplars = "real"
+    if strength is not None and not exemplars:
+        raise SynaugError("--strength shapes how exemplars enter the images, and none are given; add --exemplars real, or drop it.")
     spec = getattr(backend, "spec", None)  # an embedded generator knows whether it draws contexts
     if spec is not None and (spec.context_names is not None) != worlds[world]:
         fitting = "colored-fashion-mnist" if spec.context_names is not None else "fashion-mnist"
@@ -129,7 +149,7 @@ def check(
     oracle, context_oracle = train_oracles(data, out, seed=seed)
     report, generated = check_generator(
         backend, oracle, data.real_test, reference=data.reference, per_cell=per_cell,
-        context_oracle=context_oracle, seed=seed,
+        context_oracle=context_oracle, seed=seed, exemplars=data.oracle_train if exemplars else None,
     )
     write_check(report, generated, data.real_test, out)
     typer.echo(check_markdown(report))

@@ -63,7 +63,8 @@ class ExemplarSpec:
     ----------
     source : ``real`` (each image gets a real training image of its class or cell) or None (text only).
     strength : fraction of the sampling steps re-run from the noised exemplar, in (0, 1]; None: 0.5,
-        or 1.0 (from noise, the exemplar entering through its embedding only) for image-embedding generators.
+        or 1.0 (from noise, the exemplar entering through its embedding only) for image-embedding generators
+        (IP-Adapter, unCLIP, the exemplar-conditioned embedded generator ``embedded:fashion-mnist-exemplar``).
     ip_adapter : an IP-Adapter for a Stable Diffusion checkpoint: its weight file (``image_encoder/``
         next to it), a folder holding one, or ORG/REPO/PATH/FILE on the Hugging Face hub.
     ip_adapter_scale : weight of the adapter's attention (1 as trained, 0 ignores the exemplar).

@@ -136,7 +136,8 @@ def _load_embedded(spec: str, settings: dict[str, Any]) -> "Generator":
     if embedding:
         raise SynaugError(
             f"{embedding[0]} conditions a Stable Diffusion checkpoint on the exemplar's embedding; embedded generators take "
-            "exemplars by img2img (strength) only: pass a Stable Diffusion checkpoint as the generator, or drop it."
+            "exemplars by img2img (strength) only, or through their own encoder (embedded:fashion-mnist-exemplar): pass a Stable Diffusion "
+            "checkpoint as the generator, or drop it."
         )
 
     if spec == "embedded":

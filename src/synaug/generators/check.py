@@ -10,6 +10,9 @@ Three questions about a generator on a dataset:
 * **Memorisation** — distance from each generated image to its nearest neighbour among
   the generator's training images (same class), next to the same distance for real
   held-out images. Generated images much closer than held-out ones would be copies.
+
+With real exemplars (each image made from a real image of its class), closeness to the real
+images and no copying of the exemplar join them (:mod:`synaug.generators.exemplar_check`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 from synaug.data.dataset import LabeledImages
 from synaug.errors import SynaugError
 from synaug.generate.backends.base import GenerationOutput, Generator
+from synaug.generators.exemplar_check import exemplar_figures, exemplar_markdown_lines, exemplar_ratios, pick_exemplars
 from synaug.outputs import check_writable_folder
 from synaug.train.models import Normalizer
 from synaug.train.inference import extract_features, infer
@@ -42,11 +46,16 @@ class Oracle:
 class GateThresholds:
     """The gate: mean recognisability within ``mean_gap`` points of the oracle's real-test
     accuracy, no class (cell) more than ``cell_gap`` points below its own, and generated
-    images no closer to the training set than ``min_memorisation_ratio`` times held-out ones."""
+    images no closer to the training set than ``min_memorisation_ratio`` times held-out ones.
+    With exemplars: samples at most ``max_closeness_ratio`` times as far from the real test images
+    as unseen real ones, and at least ``min_copy_ratio`` times as far from their exemplar as the
+    exemplar is from its nearest other real image."""
 
     mean_gap: float = 5.0
     cell_gap: float = 15.0
     min_memorisation_ratio: float = 0.8
+    max_closeness_ratio: float = 1.25
+    min_copy_ratio: float = 1.0
 
 
 @dataclass
@@ -61,6 +70,8 @@ class CheckReport:
     passed: bool
     thresholds: GateThresholds
     settings: dict = field(default_factory=dict)
+    closeness_ratio: float | None = None
+    copy_ratio: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,15 +89,18 @@ def check_generator(
     context_oracle: Oracle | None = None,
     seed: int = 0,
     thresholds: GateThresholds | None = None,
+    exemplars: LabeledImages | None = None,
 ) -> tuple[CheckReport, LabeledImages]:
     """Generate ``per_cell`` images per class (or (class, context) cell) and judge them.
 
+    ``exemplars``: real images the generator never saw; each generated image then comes from one
+    of its class (seeded choice) and the closeness and no-copying figures join the gate.
     Returns the report and the generated images (for the sample grid).
     """
     thresholds = thresholds or GateThresholds()
     # 1-2. Which cells, which prompts; generate.
     cells = _cells(real_test)
-    output, generated = _generate_cells(generator, real_test, cells, per_cell, template, group_template, seed)
+    output, generated, chosen = _generate_cells(generator, real_test, cells, per_cell, template, group_template, seed, exemplars)
 
     # 3. Recognisability of generated and real images, per cell.
     gen_pred = infer(oracle.model, generated, oracle.normalizer).argmax(1).numpy()
@@ -121,25 +135,33 @@ def check_generator(
             held_out = real_test.images[torch.from_numpy(r)][:per_cell]
             row["generated_nn_distance"] = _median_nn_distance(generated.images[torch.from_numpy(g)], ref)
             row["held_out_nn_distance"] = _median_nn_distance(held_out, ref)
+        if exemplars is not None:
+            row.update(exemplar_figures(generated.images[torch.from_numpy(g)], chosen[g], exemplars, real_test, class_id, seed))
         row["gap"] = row["real_accuracy"] - row["generated_accuracy"]
         rows.append(row)
 
     # 5. The verdict.
     mean_generated, mean_real, worst_gap, ratio, passed = _verdict(rows, thresholds, reference is not None)
+    closeness = copying = None
+    if exemplars is not None:
+        closeness, copying = exemplar_ratios(rows)
+        passed = passed and closeness <= thresholds.max_closeness_ratio and copying >= thresholds.min_copy_ratio
     report = CheckReport(
         cells=rows, mean_generated=mean_generated, mean_real=mean_real, worst_gap=worst_gap,
         memorisation_ratio=ratio, passed=bool(passed), thresholds=thresholds,
         settings={"generator_id": generator.generator_id, **generator.settings(), "per_cell": per_cell, "seed": seed,
-                  "template": group_template if real_test.groups is not None else template},
+                  "template": group_template if real_test.groups is not None else template, "exemplars": exemplars is not None},
+        closeness_ratio=closeness, copy_ratio=copying,
     )
     return report, generated
 
 
 def _generate_cells(
     generator: Generator, real_test: LabeledImages, cells: list[tuple[int, int | None]], per_cell: int,
-    template: str, group_template: str, seed: int,
-) -> tuple[GenerationOutput, LabeledImages]:
-    """``per_cell`` images per cell from its prompt: the generator's output and the images as a synthetic set."""
+    template: str, group_template: str, seed: int, exemplars: LabeledImages | None = None,
+) -> tuple[GenerationOutput, LabeledImages, np.ndarray | None]:
+    """``per_cell`` images per cell from its prompt (and a real exemplar of its class): the generator's output,
+    the images as a synthetic set, and each image's exemplar position in ``exemplars`` (None without)."""
     prompts, labels, groups = [], [], []
     for class_id, group_id in cells:
         fields = {"class": real_test.class_names[class_id]}
@@ -150,9 +172,10 @@ def _generate_cells(
         labels += [class_id] * per_cell
         groups += [group_id if group_id is not None else 0] * per_cell
     seeds = [seed * 1_000_003 + i for i in range(len(prompts))]
-
+    chosen = None if exemplars is None else pick_exemplars(exemplars, np.array(labels), seed)
+    references = None if chosen is None else exemplars.images[torch.from_numpy(chosen)]
     output = generator.generate(
-        prompts, seeds, class_ids=labels, output_size=real_test.size, output_channels=real_test.channels
+        prompts, seeds, class_ids=labels, output_size=real_test.size, output_channels=real_test.channels, reference_images=references
     )
     generated = LabeledImages(
         labels=np.array(labels),
@@ -162,7 +185,7 @@ def _generate_cells(
         group_names=real_test.group_names,
         is_synthetic=np.ones(len(labels), dtype=bool),
     )
-    return output, generated
+    return output, generated, chosen
 
 
 def _verdict(rows: list[dict], thresholds: GateThresholds, has_reference: bool) -> tuple[float, float, float, float | None, bool]:
@@ -224,6 +247,8 @@ def check_markdown(report: CheckReport) -> str:
             f"Memorisation: median nearest-neighbour distance to the generator's training images, generated / held-out "
             f"real = {report.memorisation_ratio:.2f} (gate: at least {t.min_memorisation_ratio:g}; near 1 means no copying)."
         )
+    if report.closeness_ratio is not None:
+        lines += exemplar_markdown_lines(report.cells, report.closeness_ratio, report.copy_ratio, t.max_closeness_ratio, t.min_copy_ratio)
     lines += ["", f"**Gate {verdict}.**", ""]
     return "\n".join(lines)
 

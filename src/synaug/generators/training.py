@@ -33,6 +33,13 @@ from synaug.config import to_dict
 from synaug.data.dataset import LabeledImages
 from synaug.devices import resolve_device
 from synaug.errors import SynaugError
+from synaug.generators.exemplar_model import (
+    ENCODER_KIND,
+    PROJECTION_FOLDER,
+    ExemplarConditionedUNet,
+    ExemplarProjection,
+    exemplar_pairs,
+)
 from synaug.generators.text import EMBEDDING_DIM, encode_caption_table
 from synaug.outputs import check_writable_folder
 
@@ -67,6 +74,10 @@ class GeneratorTrainConfig:
     checkpoint_every: int = 1000
     max_minutes: float | None = None
     init_from: str | None = None
+    exemplar_grid: int | None = None
+    exemplar_neighbours: int = 25
+    exemplar_dropout: float = 0.2
+    exemplar_hidden: int = 256
     sampler: dict = field(default_factory=lambda: {"scheduler": "ddim", "steps": 20, "guidance_scale": 1.0})
 
     def __post_init__(self) -> None:
@@ -79,6 +90,9 @@ class GeneratorTrainConfig:
             raise SynaugError("need lr > 0, warmup_steps >= 0, and ema_decay and caption_dropout in [0, 1); fix the training settings.")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise SynaugError(f"max_minutes {self.max_minutes} must be positive (or left out for no time limit).")
+        if self.exemplar_grid is not None and (self.exemplar_grid < 1 or self.exemplar_neighbours < 1 or self.exemplar_hidden < 1
+                                               or not 0 <= self.exemplar_dropout < 1):
+            raise SynaugError("exemplar_grid, exemplar_neighbours and exemplar_hidden must each be at least 1 and exemplar_dropout in [0, 1); e.g. --exemplar-grid 7.")
         missing = [t for t in self.caption_templates if "{class}" not in t]
         if not self.caption_templates or missing:
             raise SynaugError(f"caption template '{missing[0] if missing else ''}' lacks {{class}}: the model would learn no class; write e.g. \"a photo of a {{class}}\".")
@@ -154,20 +168,24 @@ def train_generator(data: LabeledImages, config: GeneratorTrainConfig, out: str 
     images = data.images.to(device)
     labels = torch.as_tensor(data.labels, device=device)
     groups = torch.as_tensor(data.groups, device=device) if data.groups is not None else None
+    pairs = None if config.exemplar_grid is None else exemplar_pairs(images, labels, config.exemplar_grid, config.exemplar_neighbours)
 
     # 4. Model, noise schedule, optimiser, EMA; resume when a checkpoint exists.
     unet = build_unet(config, data.channels, data.size[0]).to(device)
+    model = unet if pairs is None else ExemplarConditionedUNet(
+        unet, ExemplarProjection(pairs.embeddings.shape[1], config.exemplar_hidden)
+    ).to(device)
     noise_schedule = DDPMScheduler(
         num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule, prediction_type="epsilon"
     )
     alphas_cumprod = noise_schedule.alphas_cumprod.to(device)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.0)
-    ema = EMAModel(unet.parameters(), decay=config.ema_decay, foreach=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    ema = EMAModel(model.parameters(), decay=config.ema_decay, foreach=True)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    step = _resume(out, config, unet, optimizer, ema, generator)
+    step = _resume(out, config, model, optimizer, ema, generator)
     if step == 0 and config.init_from:
-        _warm_start(unet, ema, Path(config.init_from))
-    forward = torch.compile(unet) if config.compile else unet
+        _warm_start(unet, model, ema, Path(config.init_from))
+    forward = torch.compile(model) if config.compile else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
 
     # 5. The training loop.
@@ -176,17 +194,18 @@ def train_generator(data: LabeledImages, config: GeneratorTrainConfig, out: str 
     log_count = 0
     bar = _progress(progress, config.steps, step)
     while step < config.steps:
-        x_t, t, cond, noise = _noised_batch(images, labels, groups, table, alphas_cumprod, config, generator)
+        x_t, t, cond, noise, idx, flip = _noised_batch(images, labels, groups, table, alphas_cumprod, config, generator)
+        extra = {} if pairs is None else {"exemplar_embeds": pairs.batch(idx, flip, config.exemplar_dropout, generator)}
         with autocast:
-            pred = forward(x_t, t, encoder_hidden_states=cond[:, None, :], class_labels=cond).sample
+            pred = forward(x_t, t, encoder_hidden_states=cond[:, None, :], class_labels=cond, **extra).sample
         loss = F.mse_loss(pred.float(), noise)
         for group in optimizer.param_groups:
             group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), config.grad_clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
-        ema.step(unet.parameters())
+        ema.step(model.parameters())
         step += 1
         log_losses += loss.detach()
         log_count += 1
@@ -199,27 +218,29 @@ def train_generator(data: LabeledImages, config: GeneratorTrainConfig, out: str 
             if bar is not None:
                 bar.update(step, mean_loss)
         if step % config.checkpoint_every == 0 or step == config.steps or out_of_time:
-            _save_checkpoint(out, config, unet, optimizer, ema, generator, step)
+            _save_checkpoint(out, config, model, optimizer, ema, generator, step)
         if out_of_time:
             break
     if bar is not None:
         bar.close()
 
     # 6. Export the EMA weights in the embedded-generator folder format.
-    return export_model(out, config, data, unet, ema, noise_schedule, step, time.time() - started, device)
+    return export_model(out, config, data, model, ema, noise_schedule, step, time.time() - started, device)
 
 
 def _noised_batch(
     images: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None, table: torch.Tensor,
     alphas_cumprod: torch.Tensor, config: GeneratorTrainConfig, generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, ...]:
     """One random training batch, flipped, captioned (dropped with ``caption_dropout``) and noised at random timesteps.
 
-    Returns the noised images, their timesteps, the caption embeddings and the noise to predict.
+    Returns the noised images, their timesteps, the caption embeddings, the noise to predict,
+    the images' positions and which were flipped (None without flips).
     """
     device = images.device
     idx = torch.randint(0, len(images), (config.batch_size,), device=device, generator=generator)
     x0 = images[idx].float().div_(127.5).sub_(1.0)
+    flip = None
     if config.flip:
         flip = torch.rand(config.batch_size, device=device, generator=generator) < 0.5
         x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
@@ -231,16 +252,19 @@ def _noised_batch(
     noise = torch.randn(x0.shape, device=device, generator=generator)
     abar = alphas_cumprod[t][:, None, None, None]
     x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-    return x_t, t, cond, noise
+    return x_t, t, cond, noise, idx, flip
 
 
-def export_model(out, config, data, unet, ema, noise_schedule, step, seconds, device) -> Path:
-    """Write ``out/model``: unet/ (EMA weights), scheduler/, synaug_generator.json."""
-    ema.copy_to(unet.parameters())
-    unet = unet.to("cpu").float()
+def export_model(out, config, data, model, ema, noise_schedule, step, seconds, device) -> Path:
+    """Write ``out/model``: unet/ (EMA weights), scheduler/, synaug_generator.json (and exemplar_projection/)."""
+    ema.copy_to(model.parameters())
+    model = model.to("cpu").float()
     tmp = out / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    unet.save_pretrained(tmp / "unet")
+    exemplar = isinstance(model, ExemplarConditionedUNet)
+    (model.unet if exemplar else model).save_pretrained(tmp / "unet")
+    if exemplar:
+        model.projection.save_pretrained(tmp / PROJECTION_FOLDER)
     noise_schedule.save_pretrained(tmp / "scheduler")
     fields = caption_fields(data)
     meta = {
@@ -250,6 +274,7 @@ def export_model(out, config, data, unet, ema, noise_schedule, step, seconds, de
         "context_names": fields.get("context"),
         "caption_templates": config.caption_templates,
         "sampler": config.sampler,
+        **({"exemplar": {"encoder": ENCODER_KIND, "grid": config.exemplar_grid}} if exemplar else {}),
         "training": {
             "steps": step,
             "seconds": round(seconds, 1),
@@ -266,11 +291,11 @@ def export_model(out, config, data, unet, ema, noise_schedule, step, seconds, de
 
 
 # ---- checkpoints -------------------------------------------------------------------
-def _save_checkpoint(out: Path, config, unet, optimizer, ema, generator, step: int) -> None:
+def _save_checkpoint(out: Path, config, model, optimizer, ema, generator, step: int) -> None:
     tmp = out / ".checkpoint.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(tmp / "unet.safetensors"))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "unet.safetensors"))
     ema_state = ema.state_dict()
     shadow = ema_state.pop("shadow_params")
     save_file({f"{i}": p.contiguous() for i, p in enumerate(shadow)}, str(tmp / "ema.safetensors"))
@@ -285,7 +310,7 @@ def _save_checkpoint(out: Path, config, unet, optimizer, ema, generator, step: i
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _resume(out: Path, config, unet, optimizer, ema, generator) -> int:
+def _resume(out: Path, config, model, optimizer, ema, generator) -> int:
     folder = out / "checkpoint"
     if not (folder / "progress.json").is_file():
         return 0
@@ -295,8 +320,8 @@ def _resume(out: Path, config, unet, optimizer, ema, generator) -> int:
     if same != mine:
         changed = sorted(k for k in same if same[k] != mine.get(k))
         raise SynaugError(f"{out} holds a checkpoint trained with other settings ({', '.join(changed)}); use a new --out folder.")
-    device = next(unet.parameters()).device
-    unet.load_state_dict(load_file(str(folder / "unet.safetensors"), device=str(device)))
+    device = next(model.parameters()).device
+    model.load_state_dict(load_file(str(folder / "unet.safetensors"), device=str(device)))
     state = torch.load(folder / "state.pt", map_location=device, weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     shadow = load_file(str(folder / "ema.safetensors"), device=str(device))
@@ -305,8 +330,9 @@ def _resume(out: Path, config, unet, optimizer, ema, generator) -> int:
     return int(saved["step"])
 
 
-def _warm_start(unet: UNet2DConditionModel, ema: EMAModel, folder: Path) -> None:
-    """Start from the weights of an exported generator (same architecture) instead of random ones."""
+def _warm_start(unet: UNet2DConditionModel, model: torch.nn.Module, ema: EMAModel, folder: Path) -> None:
+    """Start ``unet`` (inside ``model``) from the weights of an exported generator (same architecture) instead
+    of random ones; an exemplar pathway keeps its zero start, so ``model`` begins as exactly that generator."""
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
     if not weights.is_file():
         raise SynaugError(f"--init-from {folder} holds no unet/diffusion_pytorch_model.safetensors; give an exported model folder.")
@@ -315,7 +341,7 @@ def _warm_start(unet: UNet2DConditionModel, ema: EMAModel, folder: Path) -> None
         unet.load_state_dict(state)
     except RuntimeError:
         raise SynaugError(f"--init-from {folder} has another architecture; use the same --blocks and --layers-per-block.") from None
-    ema.shadow_params = [p.detach().clone() for p in unet.parameters()]
+    ema.shadow_params = [p.detach().clone() for p in model.parameters()]
 
 
 def _atomic_save(tensors: dict, path: Path, metadata: dict | None = None) -> None:

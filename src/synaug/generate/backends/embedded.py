@@ -23,8 +23,9 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from synaug.errors import SynaugError
 from synaug.generate.backends.base import LoopGenerator, positive_int, resolve_dtype
-from synaug.generate.exemplars import DEFAULT_STRENGTH
+from synaug.generate.exemplars import DEFAULT_STRENGTH, check_strength
 from synaug.generate.pipeline import SamplingPipeline, make_scheduler, resolve_device, resolve_precision
+from synaug.generators.exemplar_model import PROJECTION_FOLDER, ExemplarCondition, ExemplarSettings, load_exemplar_unet
 from synaug.generators.text import EMBEDDING_DIM, encode_texts
 
 SPEC_FILE = "synaug_generator.json"
@@ -44,6 +45,8 @@ class EmbeddedGeneratorSpec:
     caption_templates : templates such as "a photo of a {class}" (and "{context}" for groups).
     context_names : group/context names for class x context captions, or None.
     sampler : recommended defaults: {"scheduler": ..., "steps": ..., "guidance_scale": ...}.
+    exemplar : the frozen exemplar encoder's settings of an exemplar-conditioned generator
+        (:mod:`synaug.generators.exemplar_model`), None for a text-only one.
     Unknown keys in the file are ignored.
     """
 
@@ -53,6 +56,7 @@ class EmbeddedGeneratorSpec:
     caption_templates: list[str]
     context_names: list[str] | None = None
     sampler: dict = field(default_factory=lambda: dict(DEFAULT_SAMPLER))
+    exemplar: dict | None = None
 
     @classmethod
     def read(cls, folder: str | os.PathLike) -> EmbeddedGeneratorSpec:
@@ -74,10 +78,16 @@ class EmbeddedGeneratorSpec:
             caption_templates=[str(t) for t in data["caption_templates"]],
             context_names=None if data.get("context_names") is None else [str(n) for n in data["context_names"]],
             sampler={**DEFAULT_SAMPLER, **(data.get("sampler") or {})},
+            exemplar=data.get("exemplar"),
         )
         if len(spec.image_size) != 2 or spec.channels not in (1, 3) or not spec.class_names:
             raise SynaugError(f"{path} needs image_size [H, W], channels 1 or 3 and a non-empty class_names list.")
+        spec.exemplar_settings()  # validates
         return spec
+
+    def exemplar_settings(self) -> ExemplarSettings | None:
+        """The frozen exemplar encoder of an exemplar-conditioned generator; None for a text-only one."""
+        return ExemplarSettings.read(self.exemplar, self.channels, SPEC_FILE)
 
     def names_a_class(self, prompt: str) -> bool:
         """Whether ``prompt`` names one of the classes the generator was trained on (case-insensitively)."""
@@ -102,6 +112,8 @@ class EmbeddedBackend(LoopGenerator):
     ``dtype="bf16"`` runs under bf16 autocast on CPU (about 2x faster than fp32 on 2 cores), ``"auto"``
     picks it where the device runs bf16 natively;
     ``channels_last`` stores the UNet channels-last (an option to try; no gain measured at 28 px).
+    An exemplar-conditioned generator (``exemplar`` in its spec) conditions each image on its
+    exemplar's embedding when ``generate`` gets exemplars, from noise unless ``strength`` < 1.
     """
 
     backend_name = "embedded"
@@ -119,17 +131,19 @@ class EmbeddedBackend(LoopGenerator):
         scheduler: str | None = None,
         steps: int | None = None,
         guidance_scale: float | None = None,
-        strength: float = DEFAULT_STRENGTH,
+        strength: float | None = None,
         batch_size: int = 256,
         channels_last: bool = False,
     ):
         _check_unet(unet, spec, name)
+        exemplar = spec.exemplar_settings()
+        self.exemplar_condition = None if exemplar is None else ExemplarCondition(exemplar, spec.image_size)
         self.spec = spec
         self.generator_id = f"embedded:{name}@{weights_digest}"
         self.scheduler_name = scheduler or spec.sampler["scheduler"]
         self.steps = int(steps if steps is not None else spec.sampler["steps"])
         self.guidance_scale = float(guidance_scale if guidance_scale is not None else spec.sampler["guidance_scale"])
-        self.strength = float(strength)
+        self.strength = check_strength(strength if strength is not None else 1.0 if exemplar else DEFAULT_STRENGTH)
         self.batch_size = positive_int(batch_size, "batch_size")
         self.height, self.width = spec.image_size
         self._embeddings: dict[str, torch.Tensor] = {}
@@ -149,7 +163,7 @@ class EmbeddedBackend(LoopGenerator):
         scheduler: str | None = None,
         steps: int | None = None,
         guidance_scale: float | None = None,
-        strength: float = DEFAULT_STRENGTH,
+        strength: float | None = None,
         batch_size: int = 256,
         channels_last: bool = False,
     ) -> EmbeddedBackend:
@@ -173,12 +187,16 @@ class EmbeddedBackend(LoopGenerator):
         except (OSError, ValueError) as exc:
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise SynaugError(f"could not load the generator in {folder} ({detail}); re-save it with `synaug generator train`.") from None
+        weight_folders = [folder / "unet"]
+        if spec.exemplar_settings() is not None:
+            unet = load_exemplar_unet(folder, unet, spec.exemplar_settings())
+            weight_folders.append(folder / PROJECTION_FOLDER)
         return cls(
             name=folder.resolve().name,
             unet=unet,
             scheduler_config=scheduler_config,
             spec=spec,
-            weights_digest=weights_digest(folder / "unet"),
+            weights_digest=weights_digest(*weight_folders),
             device=device,
             dtype=dtype,
             scheduler=scheduler,
@@ -210,6 +228,24 @@ class EmbeddedBackend(LoopGenerator):
             )
         return cls.from_pretrained(folder, **kwargs)
 
+    def settings(self) -> dict:
+        """The loop's settings, and the exemplar encoder of an exemplar-conditioned generator."""
+        settings = super().settings()
+        if self.exemplar_condition is not None:
+            settings["image_condition"] = self.exemplar_condition.settings()
+        return settings
+
+    def steps_run(self, with_exemplars: bool) -> int:
+        """All steps when exemplars enter through their embedding only (strength 1)."""
+        return self.steps if self.exemplar_condition is not None and self.strength >= 1.0 else super().steps_run(with_exemplars)
+
+    def exemplar_inputs(self, reference_images: torch.Tensor | None, seeds: list[int]) -> dict:
+        """img2img pixels for a text-only generator; the exemplars' embedding (and pixels below strength 1) otherwise."""
+        if self.exemplar_condition is None or reference_images is None:
+            return super().exemplar_inputs(reference_images, seeds)
+        condition = self.exemplar_condition(reference_images, self.guidance_scale != 1.0, self.pipeline.device)
+        return {"reference_images": reference_images if self.strength < 1.0 else None, "image_condition": condition}
+
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Pooled MiniLM embeddings (cached per prompt); "" is the all-zeros null condition."""
         missing = list(dict.fromkeys(p for p in prompts if p and p not in self._embeddings))
@@ -240,11 +276,14 @@ def embedded_spec(spec: str) -> EmbeddedGeneratorSpec | None:
     return EmbeddedGeneratorSpec.read(folder) if (folder / SPEC_FILE).is_file() else None
 
 
-def weights_digest(folder: Path) -> str:
-    """First 8 hex digits of the SHA-256 over the weight files in ``folder`` (sorted by name)."""
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
-    if not files:
-        raise SynaugError(f"{folder} holds no weight file (*.safetensors); re-save the generator with `synaug generator train`.")
+def weights_digest(*folders: Path) -> str:
+    """First 8 hex digits of the SHA-256 over the weight files in ``folders`` (each sorted by name)."""
+    files = []
+    for folder in folders:
+        found = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
+        if not found:
+            raise SynaugError(f"{folder} holds no weight file (*.safetensors); re-save the generator with `synaug generator train`.")
+        files += found
     digest = hashlib.sha256()
     for path in files:
         with path.open("rb") as handle:

@@ -167,17 +167,20 @@ def sampler_settings(ctx: RunContext) -> dict[str, Any]:
 def generator_fingerprint(spec: str) -> dict[str, Any]:
     """What identifies a generator's weights without loading them (part of the generate key).
 
-    Embedded generators (shipped ones too): the SHA-256 of the UNet weights (as in their generator id). Other
+    Embedded generators (shipped ones too): the SHA-256 of the UNet weights and any exemplar projection (as in
+    their generator id). Other
     model folders: names, sizes and modification times of their files. Hub ids and
     python: factories: the spec itself.
     """
     from synaug.generate.backends.embedded import SPEC_FILE, shipped_folder, weights_digest
+    from synaug.generators.exemplar_model import PROJECTION_FOLDER
 
     if spec.startswith("python:"):
         return {"spec": spec}
     folder = shipped_folder(spec) or Path(spec).expanduser()
     if (folder / SPEC_FILE).is_file() and (folder / "unet").is_dir():
-        return {"spec": spec, "weights": weights_digest(folder / "unet")}
+        parts = [folder / name for name in ("unet", PROJECTION_FOLDER) if (folder / name).is_dir()]
+        return {"spec": spec, "weights": weights_digest(*parts)}
     if folder.is_dir():
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         listing = [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
