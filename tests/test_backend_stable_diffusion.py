@@ -12,7 +12,7 @@ from fixtures_generation import BrightnessHook, TINY_SD_SIZE, build_tiny_sd, sin
 from recording_hook import RecordX0Hook
 from synaug.errors import SynaugError
 from synaug.generate.backends import GenerationOutput, StableDiffusionBackend
-from synaug.generate.pipeline import SCHEDULERS
+from synaug.generate.schedulers import SCHEDULERS
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 

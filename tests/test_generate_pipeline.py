@@ -15,7 +15,8 @@ from fixtures_generation import BrightnessHook, ExactDenoiser, null_prompt_encod
 from recording_hook import RecordX0Hook
 from synaug.errors import SynaugError
 from synaug.generate.hooks import StepHook, StepState
-from synaug.generate.pipeline import SCHEDULERS, SamplingPipeline, convert_channels, make_scheduler, to_uint8
+from synaug.generate.pipeline import SamplingPipeline, convert_channels, to_uint8
+from synaug.generate.schedulers import SCHEDULERS, make_scheduler
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 

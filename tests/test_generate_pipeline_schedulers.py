@@ -14,7 +14,8 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from fixtures_generation import ExactDenoiser, null_prompt_encoder, single_thread_torch  # noqa: F401 (fixture)
 from synaug.errors import SynaugError
-from synaug.generate.pipeline import SCHEDULERS, SamplingPipeline, make_scheduler
+from synaug.generate.pipeline import SamplingPipeline
+from synaug.generate.schedulers import SCHEDULERS, make_scheduler
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 

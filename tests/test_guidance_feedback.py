@@ -19,7 +19,8 @@ from synaug.data.dataset import LabeledImages
 from synaug.errors import SynaugError
 from synaug.generate.backends.embedded import EmbeddedBackend
 from synaug.generate.hooks import StepState
-from synaug.generate.pipeline import SamplingPipeline, make_scheduler
+from synaug.generate.pipeline import SamplingPipeline
+from synaug.generate.schedulers import make_scheduler
 from synaug.generate.runner import generate_plan
 from synaug.generate.store import SyntheticStore
 from synaug.guidance import FeedbackGuidance, budget_plan, feedback_hook

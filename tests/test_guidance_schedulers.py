@@ -18,7 +18,8 @@ import torch
 from fixtures_generation import ExactDenoiser, single_thread_torch  # noqa: F401 (fixture)
 from fixtures_guidance import BrightnessClassifier
 from synaug.generate.hooks import StepHook, StepState
-from synaug.generate.pipeline import SCHEDULERS, SamplingPipeline, make_scheduler
+from synaug.generate.pipeline import SamplingPipeline
+from synaug.generate.schedulers import SCHEDULERS, make_scheduler
 from synaug.guidance import FeedbackGuidance
 from synaug.train.models import Normalizer
 

@@ -75,6 +75,7 @@ class GenerateOptions:
     scheduler: Optional[str] = None
     steps: Optional[int] = None
     guidance: Optional[float] = None
+    guidance_steps: Optional[int] = None
     dtype: Optional[str] = None
     device: Optional[str] = None
     batch_size: Optional[int] = None
@@ -183,6 +184,7 @@ def bench(
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Sampler, e.g. ddim or dpm++ (default: the generator's).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (default: the generator's).")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (default: the generator's).")] = None,
+    guidance_steps: Annotated[Optional[int], typer.Option("--guidance-steps", help="Classifier-free guidance on the first N sampling steps only (default: the generator's; every step unless it recommends fewer).")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="auto | fp32 | fp16 | bf16; auto: bf16 where the device runs it natively, else fp32 (default: auto for embedded generators, else the generator's).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ... (default: auto).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per batch (default: the generator's).")] = None,
@@ -193,7 +195,10 @@ def bench(
     from synaug.generate.bench import default_bench_path, format_bytes, measure_rate
 
     synthesis = SynthesisPlan.load(plan) if plan is not None else None
-    backend = load_generator(generator, scheduler=scheduler, steps=steps, guidance_scale=guidance, dtype=dtype, device=device, batch_size=batch_size)
+    backend = load_generator(
+        generator, scheduler=scheduler, steps=steps, guidance_scale=guidance, guidance_steps=guidance_steps, dtype=dtype, device=device,
+        batch_size=batch_size,
+    )
     result = measure_rate(backend, synthesis, batches=batches, spec=generator)
     path = result.save(out if out is not None else default_bench_path())
     Console(highlight=False).print(
@@ -212,6 +217,7 @@ def generate(
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Sampler, e.g. ddim or dpm++ (default: the generator's).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (default: the generator's).")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (default: the generator's).")] = None,
+    guidance_steps: Annotated[Optional[int], typer.Option("--guidance-steps", help="Classifier-free guidance on the first N sampling steps only (default: the generator's; every step unless it recommends fewer).")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="auto | fp32 | fp16 | bf16; auto: bf16 where the device runs it natively, else fp32 (default: auto for embedded generators, else the generator's).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ... (default: auto).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per batch (default: the generator's).")] = None,
@@ -243,7 +249,7 @@ def generate(
 ) -> None:
     """Generate a plan's images into a store; re-running resumes and skips finished images."""
     given = given_options(
-        config, plan=plan, out=out, generator=generator, scheduler=scheduler, steps=steps, guidance=guidance, dtype=dtype,
+        config, plan=plan, out=out, generator=generator, scheduler=scheduler, steps=steps, guidance=guidance, guidance_steps=guidance_steps, dtype=dtype,
         device=device, batch_size=batch_size, seed=seed, overwrite=overwrite, allow_unknown_classes=allow_unknown_classes, shard_index=shard_index, num_shards=num_shards,
         ray=ray, ray_address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker, shard_attempts=shard_attempts,
         shard_attempts_per_worker=shard_attempts_per_worker, progress=progress,
@@ -260,7 +266,8 @@ def generate(
     check_exemplar_source(options.reference, "--reference")
     exemplars = ExemplarSpec(options.reference, options.strength, options.ip_adapter, options.ip_adapter_scale, options.noise_level)
     sampler = {
-        "scheduler": options.scheduler, "steps": options.steps, "guidance_scale": options.guidance, "dtype": options.dtype,
+        "scheduler": options.scheduler, "steps": options.steps, "guidance_scale": options.guidance,
+        "guidance_steps": options.guidance_steps, "dtype": options.dtype,
         "device": options.device, "batch_size": options.batch_size, **exemplars.generator_settings(),
     }
     check_vocabulary(synthesis, options.generator, allow_unknown_classes=options.allow_unknown_classes)

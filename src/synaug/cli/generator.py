@@ -117,6 +117,7 @@ def check(
     scheduler: Optional[str] = typer.Option(None, help="Sampler (defaults to the generator's recommendation)."),
     steps: Optional[int] = typer.Option(None, help="Sampling steps."),
     guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale."),
+    guidance_steps: Optional[int] = typer.Option(None, help="Classifier-free guidance on the first N sampling steps only (default: the generator's)."),
     dtype: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (GPU); auto: bf16 where the device runs it natively, else fp32."),
     device: str = typer.Option("cpu", help="auto (CUDA when available) | cpu | cuda | cuda:N."),
     seed: int = typer.Option(0, help="Seed of the generated images and the oracle."),
@@ -135,7 +136,8 @@ def check(
     check_exemplar_source(exemplars, "--exemplars")
     if strength is not None:
         check_strength(strength, "--strength")
-    sampler = {"scheduler": scheduler, "steps": steps, "guidance_scale": guidance, "dtype": dtype, "device": device, "strength": strength}
+    sampler = {"scheduler": scheduler, "steps": steps, "guidance_scale": guidance, "guidance_steps": guidance_steps, "dtype": dtype, "device": device,
+               "strength": strength}
     backend = load_generator(generator, **{k: v for k, v in sampler.items() if v is not None})
     if exemplars is None and getattr(backend, "exemplar_condition", None) is not None:
         exemplars = "real"

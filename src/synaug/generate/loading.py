@@ -59,7 +59,7 @@ def load_generator(spec: str, *, device: str | None = AUTO, dtype: str | None = 
     where the device runs it natively, else fp32), fp32, fp16 or bf16; None: the backend's
     default, auto for embedded generators as in ``synaug run``, fp32 for Stable Diffusion (its
     bf16 images on a CPU depend on the batch, so a resumed store would differ). ``sampler``:
-    scheduler, steps, guidance_scale, batch_size, ...; None means the generator's own default.
+    scheduler, steps, guidance_scale, guidance_steps, batch_size, ...; None means the generator's own default.
     For ``python:MODULE:FUNCTION`` the settings given are FUNCTION's keyword arguments (device
     only when not auto).
 

@@ -4,27 +4,7 @@
 ``AutoencoderKL`` and a scheduler — plus a prompt encoder supplied by the backend, and runs
 classifier-free-guided sampling with per-step hooks (:mod:`synaug.generate.hooks`).
 
-Schedulers are chosen by name from :data:`SCHEDULERS` and built with ``from_config`` from the
-checkpoint's own scheduler config (betas, prediction type, clipping, steps_offset), plus:
-
-====== =================================== ===============================================
-name   class                               settings we force
-====== =================================== ===============================================
-ddim   DDIMScheduler                       timestep_spacing="leading" (eta 0)
-dpm++  DPMSolverMultistepScheduler         algorithm_type="dpmsolver++", solver_order=2,
-                                           timestep_spacing="leading"
-euler  EulerDiscreteScheduler              timestep_spacing="leading"
-ddpm   DDPMScheduler                       timestep_spacing="leading"
-unipc  UniPCMultistepScheduler             timestep_spacing="leading"; no corrector at a step
-                                           where a hook corrects x_t (see :func:`hooks.keep_correction`)
-====== =================================== ===============================================
-
-Why "leading": with the cosine (``squaredcos_cap_v2``) schedule the last training step t=999
-has ᾱ ≈ 2.4e-9, so a sampler that starts there ("linspace"/"trailing", the defaults of
-DPM-Solver++, Euler and UniPC) multiplies the network's ε error by ~2e4 — the ±5,000
-divergence of DPM-Solver++ at 10 steps; "leading" starts one stride lower. The analytic-model
-tests in ``tests/test_generate_pipeline_schedulers.py`` check every scheduler at 10 and 25
-steps on linear, cosine and Stable Diffusion schedules (and show the default diverging).
+Schedulers come by name from :mod:`synaug.generate.schedulers`.
 
 Reproducibility: the initial (and SDEdit) noise of image i comes from
 ``torch.Generator().manual_seed(seeds[i])`` on the CPU, as do the scheduler's per-step noises
@@ -40,19 +20,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
-    UniPCMultistepScheduler,
-)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from synaug.devices import resolve_device
 from synaug.errors import SynaugError
 from synaug.generate.hooks import StepHook, StepState, keep_correction
+from synaug.generate.schedulers import SCHEDULERS
 
 
 @dataclass
@@ -92,36 +66,6 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 RGB -> L, as PIL's "L" mode
 
 
 @dataclass(frozen=True)
-class SchedulerChoice:
-    """A scheduler offered by name: its class, the settings we force, whether ``step`` takes a generator."""
-
-    scheduler_class: type[SchedulerMixin]
-    overrides: dict = field(default_factory=dict)
-    takes_generator: bool = False
-
-
-SCHEDULERS: dict[str, SchedulerChoice] = {
-    "ddim": SchedulerChoice(DDIMScheduler, {"timestep_spacing": "leading"}, takes_generator=True),
-    "dpm++": SchedulerChoice(
-        DPMSolverMultistepScheduler,
-        {"algorithm_type": "dpmsolver++", "solver_order": 2, "timestep_spacing": "leading"},
-        takes_generator=True,
-    ),
-    "euler": SchedulerChoice(EulerDiscreteScheduler, {"timestep_spacing": "leading"}, takes_generator=True),
-    "ddpm": SchedulerChoice(DDPMScheduler, {"timestep_spacing": "leading"}, takes_generator=True),
-    "unipc": SchedulerChoice(UniPCMultistepScheduler, {"timestep_spacing": "leading"}),
-}
-
-
-def make_scheduler(name: str, config: dict) -> SchedulerMixin:
-    """Scheduler ``name`` built from a checkpoint's scheduler ``config`` plus our overrides."""
-    if name not in SCHEDULERS:
-        raise SynaugError(f"unknown scheduler '{name}'; choose one of: {', '.join(SCHEDULERS)}.")
-    choice = SCHEDULERS[name]
-    return choice.scheduler_class.from_config(dict(config), **choice.overrides)
-
-
-@dataclass(frozen=True)
 class Precision:
     """How a dtype name runs on a device: the weights' dtype and an optional autocast dtype."""
 
@@ -152,7 +96,7 @@ class SamplingPipeline:
     Parameters
     ----------
     unet : a ``UNet2DConditionModel`` (or a module with its call signature and ``config``).
-    scheduler : a scheduler from :func:`make_scheduler`; each call works on a fresh copy.
+    scheduler : a scheduler from :func:`~synaug.generate.schedulers.make_scheduler`; each call works on a fresh copy.
     encode_prompts : the backend's prompt encoder; ``""`` must give the unconditional condition.
     vae : ``AutoencoderKL`` for latent models, None for pixel-space models.
     device, dtype : where and in which precision to run (see :func:`resolve_precision`).
@@ -194,6 +138,7 @@ class SamplingPipeline:
         guidance_scale: float,
         height: int,
         width: int,
+        guidance_steps: int | None = None,
         negative_prompt: str | None = None,
         reference_images: torch.Tensor | None = None,
         strength: float = 0.5,
@@ -203,9 +148,13 @@ class SamplingPipeline:
         output_channels: int | None = None,
         image_condition: dict | None = None,
     ) -> GenerationOutput:
-        """One batch: an image per (prompt, seed), optionally SDEdit from ``reference_images``; ``image_condition``: extra UNet inputs."""
+        """One batch: an image per (prompt, seed), optionally SDEdit from ``reference_images``; ``image_condition``: extra UNet inputs.
+
+        ``guidance_steps``: classifier-free guidance on the first this many steps of the loop only
+        (one UNet row per image on the others); None guides every step.
+        """
         # 1. Check inputs
-        self.check_inputs(num_steps, height, width, strength, guidance_scale)
+        self.check_inputs(num_steps, height, width, strength, guidance_scale, guidance_steps)
         do_guidance = float(guidance_scale) != 1.0
         generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
         class_ids = None if class_ids is None else class_ids.to(self.device)
@@ -231,11 +180,14 @@ class SamplingPipeline:
         step_kwargs = {"generator": generators} if self._takes_generator else {}
         failed = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
         for i, t in enumerate(timesteps):
-            model_output = self.guided_output(scheduler, latents, t, unet_timesteps[i], condition, guidance_scale)
+            step_condition, step_scale = condition, guidance_scale
+            if do_guidance and guidance_steps is not None and i >= guidance_steps:
+                step_condition, step_scale = conditional_rows(condition, len(prompts)), 1.0
+            model_output = self.guided_output(scheduler, latents, t, unet_timesteps[i], step_condition, step_scale)
             active = [hook for hook in hooks if hook.is_active(i, len(timesteps))]
             if active:
                 state = self.step_state(scheduler, i, t, unet_timesteps[i], len(timesteps), latents, model_output,
-                                        alpha_bars[i], condition, guidance_scale, class_ids)
+                                        alpha_bars[i], step_condition, step_scale, class_ids)
                 correction = self.run_hooks(active, state)
                 if correction is not None:
                     latents = latents + correction
@@ -257,8 +209,10 @@ class SamplingPipeline:
         ok = ~failed.cpu() & ~blank
         return GenerationOutput(images=pixels, ok=ok.numpy(), scores=scores)
 
-    def check_inputs(self, num_steps: int, height: int, width: int, strength: float, guidance_scale: float = 1.0) -> None:
+    def check_inputs(self, num_steps: int, height: int, width: int, strength: float, guidance_scale: float = 1.0,
+                     guidance_steps: int | None = None) -> None:
         """Raise a SynaugError for settings the loop cannot run."""
+        check_guidance_steps(guidance_steps)
         if not 0.0 <= float(guidance_scale) <= MAX_GUIDANCE_SCALE:
             raise SynaugError(
                 f"classifier-free guidance scale {guidance_scale:g} is outside [0, {MAX_GUIDANCE_SCALE:g}]; "
@@ -453,6 +407,32 @@ class SamplingPipeline:
         if self.precision.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.precision.autocast_dtype)
+
+
+def check_guidance_steps(guidance_steps: int | None) -> None:
+    """Raise a SynaugError unless ``guidance_steps`` is None (every step) or a whole number of at least 1."""
+    if guidance_steps is None:
+        return
+    if isinstance(guidance_steps, bool) or not isinstance(guidance_steps, (int, np.integer)) or guidance_steps < 1:
+        raise SynaugError(
+            f"guidance_steps={guidance_steps!r}; give a whole number of at least 1 (classifier-free guidance on the "
+            "first N sampling steps), or leave it unset for every step (guidance 1 turns guidance off)."
+        )
+
+
+def conditional_rows(condition: dict, batch: int) -> dict:
+    """The conditional half of a guided condition (the last ``batch`` rows of every stacked tensor, also inside
+    nested dicts and lists); values that are not stacked per image are kept as they are."""
+    def half(value):
+        if isinstance(value, torch.Tensor) and value.ndim and len(value) == 2 * batch:
+            return value[batch:]
+        if isinstance(value, dict):
+            return {key: half(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(half(item) for item in value)
+        return value
+
+    return half(condition)
 
 
 def to_uint8(images: torch.Tensor, size: tuple[int, int] | None, channels: int | None) -> torch.Tensor:

@@ -98,7 +98,7 @@ def _check_plan(config: RunConfig, where: str) -> None:
 def _check_generator(config: RunConfig, where: str) -> None:
     """The generator section: scheduler, dtype, sampler numbers, seed."""
     generator = config.generator
-    from synaug.generate.pipeline import make_scheduler
+    from synaug.generate.schedulers import make_scheduler
 
     if generator.scheduler is not None:
         try:
@@ -106,7 +106,7 @@ def _check_generator(config: RunConfig, where: str) -> None:
         except SynaugError as exc:
             raise SynaugError(f"{where}: generator.scheduler: {exc}") from None
     _choice(f"{where}: generator.dtype", generator.dtype, DTYPES)
-    for name in ("steps", "batch_size"):
+    for name in ("steps", "guidance_steps", "batch_size"):
         value = getattr(generator, name)
         if value is not None and value < 1:
             raise SynaugError(f"{where}: generator.{name} must be at least 1, got {value}.")

@@ -199,7 +199,9 @@ class PlanSection(PromptSources):
 class GeneratorSection:
     """The generator and its sampler. ``spec``: "embedded", an embedded-generator folder, a
     Stable Diffusion folder or hub id, or python:MODULE:FUNCTION. None means the generator's
-    own default. ``device``/``dtype`` "auto": CUDA when available; bf16 where it runs natively.
+    own default. ``guidance_steps``: classifier-free guidance on the first N sampling steps only
+    (None: the generator's default, every step unless it recommends fewer).
+    ``device``/``dtype`` "auto": CUDA when available; bf16 where it runs natively.
     ``seed`` is the run seed every image's seed derives from. ``store``: generate into (or reuse)
     this store folder instead of one inside the output folder. ``allow_unknown_classes``: let an
     embedded generator draw classes it was not trained on (otherwise an error)."""
@@ -208,6 +210,7 @@ class GeneratorSection:
     scheduler: str | None = None
     steps: int | None = None
     guidance: float | None = None
+    guidance_steps: int | None = None
     dtype: str = "auto"
     device: str = "auto"
     batch_size: int | None = None

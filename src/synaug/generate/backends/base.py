@@ -17,7 +17,7 @@ import torch
 
 from synaug.errors import SynaugError
 from synaug.generate.hooks import StepHook
-from synaug.generate.pipeline import GenerationOutput, SamplingPipeline
+from synaug.generate.pipeline import GenerationOutput, SamplingPipeline, check_guidance_steps
 
 __all__ = ["GenerationOutput", "Generator", "LoopGenerator", "check_generate_inputs", "positive_int", "resolve_dtype"]
 
@@ -103,7 +103,8 @@ class LoopGenerator(Generator):
     """A backend whose batches run through synaug's one sampling loop with its own sampler settings.
 
     Subclasses set ``backend_name``, ``pipeline`` (a :class:`~synaug.generate.pipeline.SamplingPipeline`),
-    ``scheduler_name``, ``steps``, ``guidance_scale``, ``height``, ``width`` and ``strength``.
+    ``scheduler_name``, ``steps``, ``guidance_scale``, ``height``, ``width`` and ``strength``;
+    ``guidance_steps`` (None: every step) limits classifier-free guidance to the first steps.
     """
 
     backend_name: str
@@ -111,6 +112,7 @@ class LoopGenerator(Generator):
     scheduler_name: str
     steps: int
     guidance_scale: float
+    guidance_steps: int | None = None
     height: int
     width: int
     strength: float
@@ -123,6 +125,7 @@ class LoopGenerator(Generator):
             "scheduler_class": type(self.pipeline.scheduler).__name__,
             "steps": self.steps,
             "guidance_scale": self.guidance_scale,
+            **({} if self.guidance_steps is None else {"guidance_steps": self.guidance_steps}),
             "dtype": self.pipeline.precision.name,
             "height": self.height,
             "width": self.width,
@@ -146,6 +149,7 @@ class LoopGenerator(Generator):
             seeds,
             num_steps=self.steps,
             guidance_scale=self.guidance_scale,
+            guidance_steps=self.guidance_steps,
             height=self.height,
             width=self.width,
             negative_prompt=negative_prompt,
@@ -165,6 +169,15 @@ class LoopGenerator(Generator):
     def exemplar_inputs(self, reference_images: torch.Tensor | None, seeds: list[int]) -> dict[str, Any]:
         """How a batch's exemplars enter the sampling loop: here img2img / SDEdit from their pixels."""
         return {"reference_images": reference_images}
+
+
+def guided_steps(guidance_steps: int | None, steps: int, guidance_scale: float) -> int | None:
+    """``guidance_steps`` validated, and None where it limits nothing (it covers every step, or guidance is off),
+    so that a setting which guides every step records and draws exactly what no setting does."""
+    check_guidance_steps(guidance_steps)
+    if guidance_steps is None or guidance_steps >= steps or float(guidance_scale) == 1.0:
+        return None
+    return int(guidance_steps)
 
 
 def check_generate_inputs(

@@ -22,14 +22,15 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from synaug.errors import SynaugError
-from synaug.generate.backends.base import LoopGenerator, positive_int, resolve_dtype
+from synaug.generate.backends.base import LoopGenerator, guided_steps, positive_int, resolve_dtype
 from synaug.generate.exemplars import DEFAULT_STRENGTH, check_strength
-from synaug.generate.pipeline import SamplingPipeline, make_scheduler, resolve_device, resolve_precision
+from synaug.generate.pipeline import SamplingPipeline, resolve_device, resolve_precision
+from synaug.generate.schedulers import make_scheduler
 from synaug.generators.exemplar_model import PROJECTION_FOLDER, ExemplarCondition, ExemplarSettings, load_exemplar_unet
 from synaug.generators.text import EMBEDDING_DIM, encode_texts
 
 SPEC_FILE = "synaug_generator.json"
-DEFAULT_SAMPLER = {"scheduler": "ddim", "steps": 20, "guidance_scale": 1.0}
+DEFAULT_SAMPLER = {"scheduler": "ddim", "steps": 20, "guidance_scale": 1.0, "guidance_steps": None}
 SHIPPED_ROOT = Path(str(importlib.resources.files("synaug"))) / "generators" / "weights"
 SHIPPED_FOLDER = SHIPPED_ROOT / "fashion-mnist"
 SHIPPED_PREFIX = "embedded:"
@@ -44,7 +45,8 @@ class EmbeddedGeneratorSpec:
     class_names : the classes it was trained on.
     caption_templates : templates such as "a photo of a {class}" (and "{context}" for groups).
     context_names : group/context names for class x context captions, or None.
-    sampler : recommended defaults: {"scheduler": ..., "steps": ..., "guidance_scale": ...}.
+    sampler : recommended defaults: {"scheduler": ..., "steps": ..., "guidance_scale": ..., "guidance_steps": ...}
+        (guidance_steps: classifier-free guidance on the first N steps only; None: every step).
     exemplar : the frozen exemplar encoder's settings of an exemplar-conditioned generator
         (:mod:`synaug.generators.exemplar_model`), None for a text-only one.
     Unknown keys in the file are ignored.
@@ -107,8 +109,8 @@ class EmbeddedGeneratorSpec:
 class EmbeddedBackend(LoopGenerator):
     """Sampling from an embedded generator folder; build it with :meth:`from_pretrained`.
 
-    ``scheduler``, ``steps`` and ``guidance_scale`` default to the folder's recommended
-    sampler settings. With ``guidance_scale == 1`` the unconditional pass is skipped.
+    ``scheduler``, ``steps``, ``guidance_scale`` and ``guidance_steps`` default to the folder's
+    recommended sampler settings. With ``guidance_scale == 1`` the unconditional pass is skipped.
     ``dtype="bf16"`` runs under bf16 autocast on CPU (about 2x faster than fp32 on 2 cores), ``"auto"``
     picks it where the device runs bf16 natively;
     ``channels_last`` stores the UNet channels-last (an option to try; no gain measured at 28 px).
@@ -131,6 +133,7 @@ class EmbeddedBackend(LoopGenerator):
         scheduler: str | None = None,
         steps: int | None = None,
         guidance_scale: float | None = None,
+        guidance_steps: int | None = None,
         strength: float | None = None,
         batch_size: int = 256,
         channels_last: bool = False,
@@ -143,6 +146,9 @@ class EmbeddedBackend(LoopGenerator):
         self.scheduler_name = scheduler or spec.sampler["scheduler"]
         self.steps = int(steps if steps is not None else spec.sampler["steps"])
         self.guidance_scale = float(guidance_scale if guidance_scale is not None else spec.sampler["guidance_scale"])
+        self.guidance_steps = guided_steps(
+            guidance_steps if guidance_steps is not None else spec.sampler["guidance_steps"], self.steps, self.guidance_scale
+        )
         self.strength = check_strength(strength if strength is not None else 1.0 if exemplar else DEFAULT_STRENGTH)
         self.batch_size = positive_int(batch_size, "batch_size")
         self.height, self.width = spec.image_size
@@ -151,7 +157,7 @@ class EmbeddedBackend(LoopGenerator):
             unet, make_scheduler(self.scheduler_name, scheduler_config), self.encode_prompts,
             device=device, dtype=resolve_dtype(dtype, resolve_device(device)), channels_last=channels_last,
         )
-        self.pipeline.check_inputs(self.steps, self.height, self.width, self.strength, self.guidance_scale)
+        self.pipeline.check_inputs(self.steps, self.height, self.width, self.strength, self.guidance_scale, self.guidance_steps)
 
     @classmethod
     def from_pretrained(
@@ -163,6 +169,7 @@ class EmbeddedBackend(LoopGenerator):
         scheduler: str | None = None,
         steps: int | None = None,
         guidance_scale: float | None = None,
+        guidance_steps: int | None = None,
         strength: float | None = None,
         batch_size: int = 256,
         channels_last: bool = False,
@@ -202,6 +209,7 @@ class EmbeddedBackend(LoopGenerator):
             scheduler=scheduler,
             steps=steps,
             guidance_scale=guidance_scale,
+            guidance_steps=guidance_steps,
             strength=strength,
             batch_size=batch_size,
             channels_last=channels_last,

@@ -25,7 +25,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from synaug.errors import SynaugError
-from synaug.generate.backends.base import LoopGenerator, positive_int, resolve_dtype
+from synaug.generate.backends.base import LoopGenerator, guided_steps, positive_int, resolve_dtype
 from synaug.generate.backends.image_condition import (
     ImageCondition,
     check_noise_level,
@@ -34,13 +34,8 @@ from synaug.generate.backends.image_condition import (
     load_unclip,
 )
 from synaug.generate.exemplars import DEFAULT_STRENGTH, check_strength
-from synaug.generate.pipeline import (
-    SamplingPipeline,
-    frozen_module,
-    make_scheduler,
-    resolve_device,
-    resolve_precision,
-)
+from synaug.generate.pipeline import SamplingPipeline, frozen_module, resolve_device, resolve_precision
+from synaug.generate.schedulers import make_scheduler
 
 COMPONENTS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -71,6 +66,7 @@ class StableDiffusionBackend(LoopGenerator):
         scheduler: str = "ddim",
         steps: int = 25,
         guidance_scale: float = 7.5,
+        guidance_steps: int | None = None,
         height: int | None = None,
         width: int | None = None,
         strength: float | None = None,
@@ -83,6 +79,7 @@ class StableDiffusionBackend(LoopGenerator):
         self.scheduler_name = scheduler
         self.steps = int(steps)
         self.guidance_scale = float(guidance_scale)
+        self.guidance_steps = guided_steps(guidance_steps, self.steps, self.guidance_scale)
         self.strength = check_strength(strength if strength is not None else 1.0 if image_condition else DEFAULT_STRENGTH)
         self.batch_size = positive_int(batch_size, "batch_size")
         self.tokenizer = tokenizer
@@ -105,7 +102,7 @@ class StableDiffusionBackend(LoopGenerator):
         native = int(unet.config.sample_size) * self.pipeline.vae_scale_factor
         self.height = int(height or native)
         self.width = int(width or native)
-        self.pipeline.check_inputs(self.steps, self.height, self.width, self.strength, self.guidance_scale)
+        self.pipeline.check_inputs(self.steps, self.height, self.width, self.strength, self.guidance_scale, self.guidance_steps)
 
     @classmethod
     def from_pretrained(
@@ -117,6 +114,7 @@ class StableDiffusionBackend(LoopGenerator):
         scheduler: str = "ddim",
         steps: int = 25,
         guidance_scale: float = 7.5,
+        guidance_steps: int | None = None,
         height: int | None = None,
         width: int | None = None,
         strength: float | None = None,
@@ -169,6 +167,7 @@ class StableDiffusionBackend(LoopGenerator):
             scheduler=scheduler,
             steps=steps,
             guidance_scale=guidance_scale,
+            guidance_steps=guidance_steps,
             height=height,
             width=width,
             strength=strength,

@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # the feedback stage trains through the train stage, which re
 
 CODE = ("synaug.generate", "synaug.generators", "synaug.plan", "synaug.pipeline.stages.generate")
 FEEDBACK_CODE = (*CODE, "synaug.guidance", "synaug.train")  # the hooks run the feedback classifier
-SAMPLER_KEYS = ("scheduler", "steps", "guidance_scale", "dtype")
+SAMPLER_KEYS = ("scheduler", "steps", "guidance_scale", "guidance_steps", "dtype")
 
 
 @dataclass
@@ -74,7 +74,7 @@ def generate_stage(
     inputs = {
         "plan": plan.digest(),
         "generator": generator_fingerprint(section.spec),
-        "sampler": {k: sampler[k] for k in SAMPLER_KEYS},
+        "sampler": {k: sampler[k] for k in SAMPLER_KEYS if k in sampler},  # guidance_steps only when set: older keys stay
         "store": external,
     }
     if feedback is not None:
@@ -159,6 +159,7 @@ def sampler_settings(ctx: RunContext) -> dict[str, Any]:
     device = str(resolve_device(section.device))
     return {
         "scheduler": section.scheduler, "steps": section.steps, "guidance_scale": section.guidance,
+        **({} if section.guidance_steps is None else {"guidance_steps": section.guidance_steps}),
         "dtype": resolve_dtype(section.dtype, torch.device(device)),
         "device": device, "batch_size": section.batch_size, **ctx.config.exemplars.generator_settings(),
     }
