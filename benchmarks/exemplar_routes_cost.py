@@ -11,9 +11,9 @@ Routes, all through ``Generator.generate`` at each generator's recommended sampl
 * each again with feedback guidance (entropy, x̂0 path, every 5th step: synaug's defaults).
 
 The exemplars are real images of the long-tailed training set (Fashion-MNIST-LT, IF 100), one
-per image, of its class. Runs alternate (every route once per round, after a warm-up round)
-and each ratio is the median over rounds of route / plain within the round, so a machine busy
-with other work slows all alike.
+per image, of its class. Runs alternate (every route once per round, after a warm-up round;
+each round starts one route later, so no route always runs first) and each ratio is the median
+over rounds of route / plain within the round, so a machine busy with other work slows all alike.
 
     python benchmarks/exemplar_routes_cost.py                               # 128 images, 3 rounds, img2img 0.5
     python benchmarks/exemplar_routes_cost.py --threads 1 --strengths 0.3,0.5,0.8
@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     seconds: dict[str, list[float]] = {name: [] for name in configs}
     for round_index in range(args.repeats + 1):
         seeds = list(range(round_index * args.images, (round_index + 1) * args.images))
-        for name, (backend, exemplars, hooks) in configs.items():
+        order = list(configs)[round_index % len(configs):] + list(configs)[: round_index % len(configs)]
+        for name in order:
+            backend, exemplars, hooks = configs[name]
             started = time.perf_counter()
             backend.generate(prompts, seeds, class_ids=classes, hooks=hooks, reference_images=references if exemplars else None)
             if round_index:  # the first round warms up

@@ -64,3 +64,17 @@ def test_colored_generator_paints_the_prompted_background():
     prompted_red = torch.tensor([True, False, True, False])
     assert (red[prompted_red] > blue[prompted_red] + 60).all(), corners
     assert (blue[~prompted_red] > red[~prompted_red] + 60).all(), corners
+
+
+def test_the_shipped_exemplar_generator_varies_its_exemplar_and_still_draws_from_text():
+    """Samples lie nearer their own exemplar than the other exemplars of the class, yet are no copies;
+    without exemplars it draws the prompted class like the text-only generator."""
+    exemplars = EmbeddedBackend.default(device="cpu", batch_size=8).generate(["a photo of a Coat"] * 8, list(range(100, 108))).images
+    backend = EmbeddedBackend.shipped("fashion-mnist-exemplar", device="cpu", batch_size=8)
+    assert backend.generator_id.startswith("embedded:fashion-mnist-exemplar@") and backend.strength == 1.0
+    samples = backend.generate(["a photo of a Coat"] * 8, list(range(8)), reference_images=exemplars).images
+    distances = torch.cdist(samples.float().flatten(1) / 255, exemplars.float().flatten(1) / 255)
+    own, others = distances.diag(), (distances.sum(1) - distances.diag()) / 7
+    assert (own < others).float().mean() >= 0.75 and own.min() > 1.0, distances
+    trousers = backend.generate(["a photo of a Trouser"] * 4, list(range(4))).images
+    assert (trousers > 50).float().mean() < 0.8 * (samples > 50).float().mean()  # trousers cover less of the frame than coats
