@@ -15,6 +15,9 @@ The stores come from the commands in BENCHMARKS.md (`synaug plan` / `synaug gene
 script filters (decisions written beside the store, which stays unfiltered) and trains::
 
     python benchmarks/filter_ablation.py --plain-x2 STORE --modifier STORE --out results.json
+
+It prints each run, then the table of BENCHMARKS.md (mean ± std over the seeds). ``--epochs 1``
+makes a quick check that the commands still work (not a figure).
 """
 
 from __future__ import annotations
@@ -54,9 +57,10 @@ def training_sets(plain_x2: Path, modifier: Path | None, lt: LabeledImages, cach
     return arms
 
 
-def synaug_recipe(train: LabeledImages, test: LabeledImages, real_counts: np.ndarray, seed: int) -> dict:
+def synaug_recipe(train: LabeledImages, test: LabeledImages, real_counts: np.ndarray, seed: int, epochs: int | None = None) -> dict:
     """Train with Mixup, re-train the classifier on the real images (cRT), score on ``test``."""
-    result = train_classifier(train, recipe("fashion-mnist", mixup_alpha=1.0, seed=seed, num_workers=0), progress=False)
+    settings = {"mixup_alpha": 1.0, "seed": seed, "num_workers": 0} | ({} if epochs is None else {"epochs": epochs})
+    result = train_classifier(train, recipe("fashion-mnist", **settings), progress=False)
     model = retrain_classifier(result.model, train, result.normalizer, epochs=10, batch_size=128, lr=0.1, seed=seed, source="real")
     return evaluate(infer(model, test, result.normalizer), test.labels, real_counts, train.class_names, 100, 20)
 
@@ -68,6 +72,7 @@ def main() -> None:
     parser.add_argument("--modifier", type=Path, help="store of the modifier set")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "synaug", help="where the reference classifier is kept")
+    parser.add_argument("--epochs", type=int, help="training epochs (default: the recipe's 30; 1 for a quick check)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file of the per-seed metrics (rewritten after each run)")
     args = parser.parse_args()
     lt, test = fashion_mnist_lt()
@@ -79,10 +84,24 @@ def main() -> None:
         results[arm] = {"synthetic": len(synthetic), "mean_reference_confidence": float(confidence.mean()), "seeds": {}}
         for seed in args.seeds:
             started = time.perf_counter()
-            metrics = synaug_recipe(lt.concat(synthetic), test, lt.class_counts(), seed)
+            metrics = synaug_recipe(lt.concat(synthetic), test, lt.class_counts(), seed, args.epochs)
             results[arm]["seeds"][seed] = {k: metrics[k] for k in ("top1", "many", "medium", "few")} | {"seconds": time.perf_counter() - started}
             args.out.write_text(json.dumps(results, indent=1) + "\n")
             print(arm, seed, results[arm]["seeds"][seed], flush=True)
+    print(markdown_table(results))
+
+
+def markdown_table(results: dict) -> str:
+    """One row per arm: synthetic images, the reference's mean confidence, mean ± std over seeds of each accuracy."""
+    lines = ["| arm | synthetic | reference confidence | top-1 | many | medium | few |", "|---|---|---|---|---|---|---|"]
+    for arm, entry in results.items():
+        if not isinstance(entry, dict):
+            continue
+        runs = list(entry["seeds"].values())
+        cells = [f"{np.mean([r[k] for r in runs]):.2f} ± {np.std([r[k] for r in runs], ddof=1) if len(runs) > 1 else 0:.2f}"
+                 for k in ("top1", "many", "medium", "few")]
+        lines.append(f"| {arm} | {entry['synthetic']:,} | {entry['mean_reference_confidence']:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

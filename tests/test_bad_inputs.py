@@ -20,6 +20,7 @@ from data_writers import write_fashion_mnist, write_image
 from fake_generator import FakeGenerator
 from fixtures_exemplar_generator import build_tiny_exemplar_embedded
 from fixtures_guidance import tiny_checkpoint
+from tiny_transformers import save_backbone
 
 from synaug.cli import main
 from synaug.data.fashion_mnist import FASHION_MNIST_CLASSES
@@ -53,6 +54,8 @@ def world(tmp_path_factory) -> dict[str, Path]:
     failed = SyntheticStore(root / "failed-store")
     with pytest.raises(SynaugError, match="all 28 new images stayed non-finite or blank"):  # recorded as failed all the same
         generate_plan(plan, FailingGenerator(size=28), failed, batch_size=32, progress=False)
+    finished = SyntheticStore(root / "finished-store")
+    generate_plan(plan, FakeGenerator(size=28), finished, batch_size=32, progress=False)
     not_store = root / "my-photos"
     write_image(not_store / "holiday.png")
     images = root / "images"
@@ -79,6 +82,8 @@ def world(tmp_path_factory) -> dict[str, Path]:
         "extra_class_run": ("run-extra.yaml", f"data: {{kind: imagefolder, root: '{root / 'tree'}', size: 8}}\n"
                                               f"output: '{root / 'extra-class-run'}'\n"),
         "nan_run": ("run-nan.yaml", "data: {kind: fashion-mnist}\ntrain: {lr: .nan}\noutput: run\n"),
+        "unknown_descriptions": ("unknown.txt", "".join(f"{c}: a photo of a {c}\n" for c in FASHION_MNIST_CLASSES) + "Zebra: a zebra\n"),
+        "partial_descriptions": ("partial.txt", "T-shirt/top: a plain t-shirt\nTrouser: blue jeans\n"),
     }
     paths = {name: root / file for name, (file, _) in yaml_files.items()}
     for name, (_, text) in yaml_files.items():
@@ -88,6 +93,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
         "train_list": root / "train.txt", "test_list": root / "test.txt", "corrupt": corrupt.parent, "blocker": blocker,
         "checkpoint": tiny_checkpoint(root / "checkpoint", FASHION_MNIST_CLASSES), "missing": root / "no-such-thing", **paths,
         "exemplar_generator": build_tiny_exemplar_embedded(root / "exemplar-generator"),
+        "finished": finished.root, "rgb_backbone": save_backbone(root / "rgb-resnet", "resnet", channels=3),
     }
 
 
@@ -178,6 +184,14 @@ CASES = [
     ("generator-check-unknown-exemplars", ["generator", "check", "--out", "{out}", "--exemplars", "photos"], "--exemplars 'photos' is not known"),
     ("generator-train-exemplar-grid-zero", ["generator", "train", "--out", "{out}", "--exemplar-grid", "0"],
      "exemplar_grid, exemplar_neighbours and exemplar_hidden must each be at least 1"),
+    ("filter-clip-not-a-clip-model", ["filter", "{finished}", "--clip", "{not_store}"], "my-photos is not a CLIP model (no config.json)"),
+    ("filter-threshold-keeps-no-image", ["filter", "{finished}", "--classifier", "{checkpoint}", "--confidence-threshold", "1.01"],
+     "passed); lower the threshold or use keep_best"),
+    ("plan-descriptions-unknown-class", ["plan", "--longtail", "5", "--descriptions", "{unknown_descriptions}", "--out", "{out}"],
+     "names class 'Zebra', which the dataset does not have"),
+    ("plan-descriptions-missing-classes", ["plan", "--longtail", "5", "--descriptions", "{partial_descriptions}", "--out", "{out}"],
+     "has no prompt for"),
+    ("export-target-not-empty", ["export", "{finished}", "--format", "hf", "--out", "{not_store}"], "exists and is not empty"),
 ]
 
 
@@ -206,6 +220,18 @@ def test_bad_input_is_one_line_and_status_2(world, argv, needle, tmp_path, capsy
     assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
     assert needle in captured.err, captured.err
     assert captured.out == ""
+    assert not out.exists(), "an output was (half) written"
+
+
+def test_a_backbone_that_does_not_fit_the_data_is_one_line_before_any_step(world, tmp_path, capsys, monkeypatch, no_work):
+    """Like the cases above, except that `synaug train` has printed its one-line header when the model is built."""
+    monkeypatch.setenv("SYNAUG_FASHION_MNIST", str(world["fashion"]))
+    out = tmp_path / "out"
+    status = main(["train", "--longtail", "5", "--model", f"hf:{world['rgb_backbone']}", "--epochs", "1", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert status == 2 and captured.err.count("\n") == 1, captured.err
+    assert "takes 3-channel images but the data has 1; set the data's channels to 3" in captured.err
+    assert captured.out.startswith("training hf:") and "trained in" not in captured.out  # the header only (wrapped by the console)
     assert not out.exists(), "an output was (half) written"
 
 
