@@ -6,6 +6,7 @@ import pytest
 from diffusers import UNet2DConditionModel
 
 from data_writers import write_fashion_mnist
+from fixtures_exemplar_generator import build_tiny_exemplar_embedded
 from fixtures_exemplars import build_tiny_ip_adapter
 from fixtures_generation import FASHION_CLASSES, build_tiny_embedded, build_tiny_sd, single_thread_torch  # noqa: F401 (fixture)
 from fixtures_guidance import tiny_checkpoint
@@ -33,6 +34,7 @@ def world(tmp_path_factory):
         "index": index, "plan": plan, "sd": sd, "embedded": build_tiny_embedded(root / "tiny-embedded"),
         "adapter": build_tiny_ip_adapter(root / "adapter", UNet2DConditionModel.from_pretrained(sd, subfolder="unet")),
         "checkpoint": tiny_checkpoint(root / "classifier" / "checkpoint", FASHION_CLASSES),
+        "exemplar_generator": build_tiny_exemplar_embedded(root / "tiny-exemplar-generator"),
     }
     patch.undo()
 
@@ -65,6 +67,20 @@ def test_ip_adapter_with_feedback_guidance_from_the_command_line(world, tmp_path
     assert settings["strength"] == 1.0 and settings["hooks"][0]["criterion"] == "entropy"
     manifest = store.manifest()
     assert manifest["criterion"].notna().all() and manifest["exemplar"].notna().all()
+
+
+def test_an_exemplar_conditioned_embedded_generator_takes_each_images_exemplar_with_feedback(world, tmp_path, capsys):
+    command = generate(world, tmp_path / "s", "--reference", "real", "--feedback", "entropy", "--feedback-classifier",
+                       world["checkpoint"], "--feedback-every", 1, generator="exemplar_generator")
+    code, _, err = run(command, capsys)
+    assert code == 0, err
+    store = SyntheticStore(tmp_path / "s")
+    settings = store.info["settings"]
+    assert settings["image_condition"] == {"kind": "exemplar-conditioned", "encoder": "pooled-pixels", "grid": 7}
+    assert settings["strength"] == 1.0 and settings["hooks"][0]["criterion"] == "entropy"
+    manifest = store.manifest()
+    real = load_index(world["index"]).load()
+    assert [real.class_names[real.labels[int(p)]] for p in manifest["exemplar"]] == manifest["class_name"].tolist()
 
 
 @pytest.mark.parametrize(

@@ -137,6 +137,19 @@ def test_a_spec_whose_projection_does_not_fit_its_encoder_is_refused(exemplar_mo
         EmbeddedBackend.from_pretrained(folder)
 
 
+def test_the_stage_key_and_generator_id_change_with_the_projection_alone(exemplar_model, tmp_path):
+    import shutil
+
+    from synaug.pipeline.stages.generate import generator_fingerprint
+
+    folder = shutil.copytree(exemplar_model["exemplar"], tmp_path / "g")
+    key, generator_id = generator_fingerprint(str(folder)), EmbeddedBackend.from_pretrained(folder).generator_id
+    projection = ExemplarProjection.from_pretrained(folder / PROJECTION_FOLDER)
+    torch.nn.init.normal_(projection.linear_2.weight, std=0.1)
+    projection.save_pretrained(folder / PROJECTION_FOLDER)
+    assert generator_fingerprint(str(folder)) != key and EmbeddedBackend.from_pretrained(folder).generator_id != generator_id
+
+
 class CopyingGenerator(EmbeddedBackend):
     """Returns each exemplar unchanged: the copy the no-copying figure must catch."""
 

@@ -66,6 +66,20 @@ def test_img2img_exemplars_and_fg_on_them_through_a_run_config(tmp_path, monkeyp
     assert folders[plain_folder].manifest()["exemplar"].isna().all()
 
 
+def test_an_exemplar_conditioned_embedded_generator_through_a_run_config(tmp_path, monkeypatch):
+    from fixtures_exemplar_generator import build_tiny_exemplar_embedded
+
+    tiny_fashion(tmp_path, monkeypatch)
+    generator = build_tiny_exemplar_embedded(tmp_path / "generator")
+    out = tmp_path / "out"
+    run(tiny_config(out, generator={"spec": str(generator), "steps": 3, "dtype": "fp32"}, exemplars={"source": "real"},
+                    runs={"recipes": ["synaug"], "seeds": [0]}))
+    (folder, store), = stores(out, "generate").items()
+    settings = store.info["settings"]
+    assert settings["strength"] == 1.0 and settings["image_condition"]["kind"] == "exemplar-conditioned"
+    assert store.manifest()["exemplar"].notna().all() and inputs(out, folder)["exemplars"]["source"] == "real"
+
+
 @pytest.mark.parametrize(
     "exemplars, generator, expected",
     [
