@@ -92,13 +92,13 @@ def main() -> None:
 
 
 def markdown_table(results: dict) -> str:
-    """One row per arm: synthetic images, the reference's mean confidence, mean ± std over seeds of each accuracy."""
+    """One row per arm: synthetic images, the reference's mean confidence, mean ± std over seeds of each accuracy (one seed: its value)."""
     lines = ["| arm | synthetic | reference confidence | top-1 | many | medium | few |", "|---|---|---|---|---|---|---|"]
     for arm, entry in results.items():
         if not isinstance(entry, dict):
             continue
         runs = list(entry["seeds"].values())
-        cells = [f"{np.mean([r[k] for r in runs]):.2f} ± {np.std([r[k] for r in runs], ddof=1) if len(runs) > 1 else 0:.2f}"
+        cells = [f"{np.mean([r[k] for r in runs]):.2f}" + (f" ± {np.std([r[k] for r in runs], ddof=1):.2f}" if len(runs) > 1 else "")
                  for k in ("top1", "many", "medium", "few")]
         lines.append(f"| {arm} | {entry['synthetic']:,} | {entry['mean_reference_confidence']:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
