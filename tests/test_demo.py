@@ -24,7 +24,7 @@ def test_demo_settings_and_what_full_changes():
     assert config.runs.recipes == ["ce", "ce_crt", "synaug", "oracle"] and config.runs.seeds == [0]
     assert config.data.longtail.imbalance_factor == 100 and config.data.longtail.max_per_class == 500
     assert config.data.longtail.reserve == 0.5 and config.generator.spec == "embedded"
-    assert (config.generator.scheduler, config.generator.steps, config.generator.guidance) == ("dpm++", 10, 1.5)
+    assert (config.generator.scheduler, config.generator.steps, config.generator.guidance, config.generator.guidance_steps) == ("dpm++", 7, 1.5, 3)
     assert config.output == "synaug-demo" and overrides == ["output = synaug-demo"] and text == REPO_CONFIG.read_text()
     full, _, overrides = demo_config(full=True, out="elsewhere")
     assert full.runs.recipes == [name for name in RECIPES if name not in GROUP_RECIPES] and "fg" in full.runs.recipes
